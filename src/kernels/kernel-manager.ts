@@ -1,0 +1,91 @@
+import { mkdir } from "node:fs/promises";
+import type { RuncellConfig } from "../config/config.js";
+import type { Sandbox } from "../sandbox/types.js";
+import { Kernel, type KernelStartOptions } from "./kernel.js";
+import { findKernelspecs, getKernelspec, type KernelspecInfo, type KernelspecProblem } from "./kernelspec.js";
+
+export interface KernelManagerOptions {
+  /** Jupyter data paths to search for kernelspecs. */
+  jupyterPaths: readonly string[];
+  /** Private directory for connection files (created 0700). */
+  runtimeDir: string;
+  /** Base environment of every kernel. */
+  env: Readonly<Record<string, string>>;
+  sandbox: Sandbox;
+  /** Defaults for every start (timeouts, heartbeat, message size). */
+  defaults?: Partial<Omit<KernelStartOptions, "spec" | "sandbox" | "runtimeDir" | "env">>;
+}
+
+/** Options for one start; the kernelspec is chosen by name. */
+export type StartKernelOptions = Partial<Omit<KernelStartOptions, "spec" | "sandbox" | "runtimeDir">> & {
+  name?: string;
+};
+
+/**
+ * Finds kernelspecs and starts kernels, and keeps track of every kernel it started so that
+ * `disposeAll()` can stop them together.
+ */
+export class KernelManager {
+  readonly #options: KernelManagerOptions;
+  readonly #kernels = new Set<Kernel>();
+  #runtimeReady: Promise<unknown> | undefined;
+
+  constructor(options: KernelManagerOptions) {
+    this.#options = options;
+  }
+
+  /** A manager for the paths, runtime dir and kernel environment of a loaded config. */
+  static fromConfig(config: RuncellConfig, sandbox: Sandbox): KernelManager {
+    return new KernelManager({
+      jupyterPaths: config.jupyterPaths,
+      runtimeDir: config.runtimeDir,
+      env: config.kernelEnv,
+      sandbox,
+      defaults: { startTimeoutMs: config.kernelStartTimeoutMs },
+    });
+  }
+
+  /** All valid kernelspecs, sorted by name; invalid ones are reported in `problems`. */
+  async listKernelspecs(problems?: KernelspecProblem[]): Promise<KernelspecInfo[]> {
+    const specs = await findKernelspecs(this.#options.jupyterPaths, problems);
+    return [...specs.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Looks a kernelspec up by name; throws NotFoundError naming the available ones. */
+  getKernelspec(name: string): Promise<KernelspecInfo> {
+    return getKernelspec(name, this.#options.jupyterPaths);
+  }
+
+  /** Starts a kernel of kernelspec `name` (default `python3`). */
+  async start(options: StartKernelOptions = {}): Promise<Kernel> {
+    const { name = "python3", ...rest } = options;
+    const spec = await this.getKernelspec(name);
+    this.#runtimeReady ??= mkdir(this.#options.runtimeDir, { recursive: true, mode: 0o700 });
+    await this.#runtimeReady;
+    const kernel = await Kernel.start({
+      ...this.#options.defaults,
+      ...rest,
+      env: { ...this.#options.env, ...rest.env },
+      spec,
+      sandbox: this.#options.sandbox,
+      runtimeDir: this.#options.runtimeDir,
+    });
+    this.#kernels.add(kernel);
+    kernel.onStatus((status) => {
+      if (status === "dead" && kernel.death?.reason === "shutdown") this.#kernels.delete(kernel);
+    });
+    return kernel;
+  }
+
+  /** Kernels started here and not yet disposed. */
+  get kernels(): Kernel[] {
+    return [...this.#kernels];
+  }
+
+  /** Shuts every kernel down (in parallel, each with its bounded escalation). */
+  async disposeAll(): Promise<void> {
+    const kernels = [...this.#kernels];
+    this.#kernels.clear();
+    await Promise.all(kernels.map((kernel) => kernel.dispose()));
+  }
+}
