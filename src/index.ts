@@ -12,4 +12,5 @@ export { loadConfig, type RuncellConfig } from "./config/config.js";
 export { AbortedError, InvalidArgumentError, NotFoundError, RuncellError, TimeoutError } from "./errors.js";
 export * from "./execution/index.js";
 export * from "./kernels/index.js";
+export * from "./notebook/index.js";
 export * from "./sandbox/index.js";

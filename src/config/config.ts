@@ -1,16 +1,26 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { z } from "zod";
 import { jupyterDataPaths } from "../kernels/kernelspec.js";
 
 /** Host variables a kernel may see; everything else in runcell's environment stays out. */
 export const KERNEL_ENV_ALLOWLIST = ["PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ"] as const;
 
-const envSchema = z.object({
-  RUNCELL_RUNTIME_DIR: z.string().min(1).optional(),
-  RUNCELL_KERNEL_START_TIMEOUT_MS: z.coerce.number().int().positive().max(600_000).optional(),
-  XDG_RUNTIME_DIR: z.string().optional(),
-});
+/** Reads a positive integer variable, or undefined when unset; throws naming the variable when invalid. */
+function positiveInt(
+  env: Readonly<Record<string, string | undefined>>,
+  name: string,
+  max: number,
+): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return undefined;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value <= 0 || value > max) {
+    throw new Error(
+      `invalid environment variable ${name}=${JSON.stringify(raw)}: expected a whole number from 1 to ${max}`,
+    );
+  }
+  return value;
+}
 
 /** Everything runcell reads from its environment, read once and frozen. */
 export interface RuncellConfig {
@@ -23,13 +33,13 @@ export interface RuncellConfig {
   readonly kernelStartTimeoutMs: number;
 }
 
-/** Reads and validates the environment once; no other module reads `process.env`. */
+/**
+ * Reads and validates the environment once; no other module reads `process.env`. Checked by
+ * hand rather than with a schema library: this runs on every CLI start, before the kernel is
+ * spawned, and a schema library's import would delay that start by ~80 ms.
+ */
 export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env): RuncellConfig {
-  const parsed = envSchema.safeParse(env);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new Error(`invalid environment variable ${issue.path.join(".")}: ${issue.message}`);
-  }
+  const kernelStartTimeoutMs = positiveInt(env, "RUNCELL_KERNEL_START_TIMEOUT_MS", 600_000) ?? 60_000;
   const kernelEnv: Record<string, string> = {};
   for (const name of KERNEL_ENV_ALLOWLIST) {
     const value = env[name];
@@ -41,12 +51,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   // ipykernel polls this pid and exits when it goes away: a second guard against orphans.
   kernelEnv.JPY_PARENT_PID = String(process.pid);
   const uid = process.getuid?.() ?? 0;
-  const runtimeDir =
-    parsed.data.RUNCELL_RUNTIME_DIR ?? join(parsed.data.XDG_RUNTIME_DIR || tmpdir(), `runcell-${uid}`);
+  const runtimeDir = env.RUNCELL_RUNTIME_DIR || join(env.XDG_RUNTIME_DIR || tmpdir(), `runcell-${uid}`);
   return Object.freeze({
     jupyterPaths: Object.freeze(jupyterDataPaths(env)),
     runtimeDir,
     kernelEnv: Object.freeze(kernelEnv),
-    kernelStartTimeoutMs: parsed.data.RUNCELL_KERNEL_START_TIMEOUT_MS ?? 60_000,
+    kernelStartTimeoutMs,
   });
 }

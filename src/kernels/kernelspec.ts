@@ -1,6 +1,5 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { z } from "zod";
 import { NotFoundError } from "../errors.js";
 
 /** A kernelspec as found on disk (`kernels/<name>/kernel.json`). */
@@ -18,14 +17,50 @@ export interface KernelspecInfo {
   resource_dir: string;
 }
 
-const kernelJsonSchema = z.object({
-  argv: z.array(z.string()).min(1),
-  display_name: z.string(),
-  language: z.string(),
-  interrupt_mode: z.enum(["signal", "message"]).default("signal"),
-  env: z.record(z.string(), z.string()).default({}),
-  metadata: z.record(z.string(), z.unknown()).default({}),
-});
+type KernelJson = Omit<KernelspecInfo, "name" | "resource_dir">;
+
+/**
+ * Validates a parsed kernel.json. Hand-written rather than a schema library so that finding a
+ * kernel costs nothing at start-up: the kernel process is spawned before anything else loads.
+ */
+export function validateKernelJson(
+  json: unknown,
+): { ok: true; value: KernelJson } | { ok: false; error: string } {
+  if (json === null || typeof json !== "object" || Array.isArray(json))
+    return { ok: false, error: "not a JSON object" };
+  const raw = json as Record<string, unknown>;
+  const { argv, display_name, language, interrupt_mode = "signal", env = {}, metadata = {} } = raw;
+  if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === "string")) {
+    return { ok: false, error: "argv: must be a non-empty list of strings" };
+  }
+  if (typeof display_name !== "string") return { ok: false, error: "display_name: must be a string" };
+  if (typeof language !== "string") return { ok: false, error: "language: must be a string" };
+  if (interrupt_mode !== "signal" && interrupt_mode !== "message") {
+    return { ok: false, error: 'interrupt_mode: must be "signal" or "message"' };
+  }
+  if (
+    env === null ||
+    typeof env !== "object" ||
+    Array.isArray(env) ||
+    !Object.values(env).every((v) => typeof v === "string")
+  ) {
+    return { ok: false, error: "env: must map names to strings" };
+  }
+  if (metadata === null || typeof metadata !== "object" || Array.isArray(metadata)) {
+    return { ok: false, error: "metadata: must be an object" };
+  }
+  return {
+    ok: true,
+    value: {
+      argv: argv as string[],
+      display_name,
+      language,
+      interrupt_mode,
+      env: env as Record<string, string>,
+      metadata: metadata as Record<string, unknown>,
+    },
+  };
+}
 
 /**
  * The standard Jupyter data paths in priority order: `JUPYTER_PATH` entries, the user data dir
@@ -79,15 +114,12 @@ export async function findKernelspecs(
         problems.push({ path: file, message: `not valid JSON: ${(error as Error).message}` });
         continue;
       }
-      const parsed = kernelJsonSchema.safeParse(json);
-      if (!parsed.success) {
-        problems.push({
-          path: file,
-          message: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
-        });
+      const parsed = validateKernelJson(json);
+      if (!parsed.ok) {
+        problems.push({ path: file, message: parsed.error });
         continue;
       }
-      found.set(name, { name, ...parsed.data, resource_dir: dir });
+      found.set(name, { name, ...parsed.value, resource_dir: dir });
     }
   }
   return found;

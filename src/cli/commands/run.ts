@@ -1,0 +1,145 @@
+import { readFile, rename, writeFile } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import type { Execution } from "../../execution/types.js";
+import type { Kernel } from "../../kernels/kernel.js";
+import { notebookKernelName } from "../../notebook/run-notebook.js";
+import type { CliContext } from "../context.js";
+import { EXIT, UsageError } from "../errors.js";
+
+export const RUN_HELP = `Usage: runcell run NOTEBOOK.ipynb [-o OUT.ipynb] [--kernel NAME] [--timeout SECONDS] [--allow-errors]
+
+Runs the code cells of a notebook in order in a fresh kernel and saves it with outputs,
+execution counts and per-cell timing metadata (a drop-in for \`jupyter nbconvert --execute\`).
+
+Options:
+  -o, --output FILE    where to write the executed notebook (default: overwrite NOTEBOOK)
+  -k, --kernel NAME    kernel to use (default: the notebook's kernelspec, else python3)
+  -t, --timeout SEC    time limit per cell, in seconds (default: none)
+      --allow-errors   run every cell even after one fails, and exit 0
+
+Exit status: 0 when every cell succeeded (or --allow-errors), 1 when a cell failed,
+2 for a usage error (missing file, invalid notebook, unknown kernel), 125 if the kernel
+could not be started.`;
+
+export interface RunArgs {
+  notebook: string;
+  output?: string;
+  kernel?: string;
+  timeoutSeconds?: number;
+  allowErrors: boolean;
+}
+
+/** Parses `--timeout` as positive seconds. */
+export function parseTimeout(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 86_400) {
+    throw new UsageError(
+      `--timeout takes a number of seconds between 0 and 86400, not ${JSON.stringify(value)}`,
+    );
+  }
+  return seconds;
+}
+
+/** `runcell run`: execute a notebook and save it with its outputs. */
+export async function runCommand(args: RunArgs, ctx: CliContext): Promise<number> {
+  let text: string;
+  try {
+    text = await readFile(args.notebook, "utf8");
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new UsageError(
+      code === "ENOENT"
+        ? `no such notebook: ${args.notebook}`
+        : `cannot read ${args.notebook}: ${(error as Error).message}`,
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`${args.notebook} is not valid JSON: ${(error as Error).message}`);
+  }
+  const kernelName = notebookKernelName(json, args.kernel);
+  // Fail on an unknown kernel before anything starts, with the list of known ones.
+  const manager = ctx.kernels();
+  await manager.getKernelspec(kernelName);
+
+  // The kernel takes most of a run's start-up: launch it first and validate the notebook (which
+  // loads the schema library) while it boots.
+  const started = performance.now();
+  const kernelStart = manager.start({ name: kernelName, signal: ctx.signal });
+  kernelStart.catch(() => undefined);
+  let kernel: Kernel | undefined;
+  try {
+    const { validateNotebook } = await import("../../notebook/parse-notebook.js");
+    const { serializeNotebook } = await import("../../notebook/ipynb.js");
+    const { runNotebook } = await import("../../notebook/run-notebook.js");
+    const notebook = validateNotebook(json, args.notebook);
+    kernel = await kernelStart;
+    const progress = ctx.stderr.isTTY ? ctx.stderr : undefined;
+    const result = await runNotebook(notebook, {
+      kernel,
+      timeoutMs: args.timeoutSeconds === undefined ? undefined : args.timeoutSeconds * 1000,
+      allowErrors: args.allowErrors,
+      signal: ctx.signal,
+      onCellStart: (position, total, cellIndex) => {
+        progress?.write(`\r\x1b[K[${position + 1}/${total}] running cell ${cellIndex + 1}…`);
+      },
+      onCellDone: (position, total, execution) => {
+        progress?.write(
+          `\r\x1b[K[${position + 1}/${total}] ${execution.status} (${formatMs(execution.duration_ms)})`,
+        );
+      },
+    });
+    progress?.write("\r\x1b[K");
+    const out = args.output ?? args.notebook;
+    // Save while the kernel shuts down: both are needed before exit, neither needs the other.
+    await Promise.all([writeAtomically(out, serializeNotebook(result.notebook)), kernel.dispose()]);
+    return report(result, kernelName, out, started, args, ctx);
+  } finally {
+    // Covers an invalid notebook or an abort: the kernel must not outlive the command.
+    kernel ??= await kernelStart.catch(() => undefined);
+    await kernel?.dispose();
+  }
+}
+
+function report(
+  result: { executions: Execution[]; failedCell: number | null },
+  kernelName: string,
+  out: string,
+  started: number,
+  args: RunArgs,
+  ctx: CliContext,
+): number {
+  const ran = result.executions.length;
+  const seconds = ((performance.now() - started) / 1000).toFixed(2);
+  if (result.failedCell !== null) {
+    const failure = result.executions.find((e) => e.status !== "completed");
+    ctx.stderr.write(`runcell: cell ${result.failedCell + 1} ${describeFailure(failure)}\n`);
+  }
+  ctx.stderr.write(
+    `runcell: ran ${ran} cell${ran === 1 ? "" : "s"} with ${kernelName} in ${seconds}s; wrote ${out}\n`,
+  );
+  if (ctx.signal.aborted) return 130;
+  return result.failedCell !== null && !args.allowErrors ? EXIT.failed : EXIT.ok;
+}
+
+function describeFailure(execution: Execution | undefined): string {
+  if (!execution) return "failed";
+  const error = execution.error;
+  const what = error ? `${error.name}: ${error.value}`.trim() : "";
+  return `${execution.status}${what ? ` — ${what}` : ""}`;
+}
+
+function formatMs(ms: number | null): string {
+  if (ms === null) return "-";
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** Writes via a temporary file and rename, so a crash never leaves half a notebook. */
+async function writeAtomically(path: string, content: string): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  await writeFile(tmp, content);
+  await rename(tmp, path);
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env node
+import { type ParseArgsConfig, parseArgs } from "node:util";
+
+type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig["options"]>;
+
+import { createContext } from "./context.js";
+import { EXIT, reportError, UsageError } from "./errors.js";
+
+const HELP = `runcell: run code in real Jupyter kernels.
+
+Usage:
+  runcell run NOTEBOOK.ipynb [-o OUT.ipynb] [--kernel NAME] [--timeout SECONDS] [--allow-errors]
+  runcell kernels [--json]
+  runcell --version
+
+Run \`runcell COMMAND --help\` for a command's options.`;
+
+const VERSION = "0.1.0";
+
+const HELP_OPTION = { help: { type: "boolean", short: "h" } } as const;
+
+function parse<const O extends ParseArgsOptionsConfig>(args: string[], options: O, help: string) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}\n\n${help}`);
+  }
+}
+
+function printHelp(ctx: { stdout: NodeJS.WritableStream }, text: string): number {
+  ctx.stdout.write(`${text}\n`);
+  return EXIT.ok;
+}
+
+async function dispatch(argv: string[], ctx: ReturnType<typeof createContext>): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case undefined:
+    case "help":
+    case "-h":
+    case "--help":
+      ctx.stdout.write(`${HELP}\n`);
+      return command === undefined ? EXIT.usage : EXIT.ok;
+    case "--version":
+    case "-V":
+      ctx.stdout.write(`runcell ${VERSION}\n`);
+      return EXIT.ok;
+    case "kernels": {
+      const { KERNELS_HELP, kernelsCommand } = await import("./commands/kernels.js");
+      const { values } = parse(rest, { ...HELP_OPTION, json: { type: "boolean" } }, KERNELS_HELP);
+      if (values.help) return printHelp(ctx, KERNELS_HELP);
+      return kernelsCommand({ json: Boolean(values.json) }, ctx);
+    }
+    case "run": {
+      const { parseTimeout, RUN_HELP, runCommand } = await import("./commands/run.js");
+      const { values, positionals } = parse(
+        rest,
+        {
+          ...HELP_OPTION,
+          output: { type: "string", short: "o" },
+          kernel: { type: "string", short: "k" },
+          timeout: { type: "string", short: "t" },
+          "allow-errors": { type: "boolean" },
+        },
+        RUN_HELP,
+      );
+      if (values.help) return printHelp(ctx, RUN_HELP);
+      if (positionals.length !== 1) throw new UsageError(`run takes exactly one notebook\n\n${RUN_HELP}`);
+      return runCommand(
+        {
+          notebook: positionals[0]!,
+          output: values.output,
+          kernel: values.kernel,
+          timeoutSeconds: parseTimeout(values.timeout),
+          allowErrors: Boolean(values["allow-errors"]),
+        },
+        ctx,
+      );
+    }
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}\n\n${HELP}`);
+  }
+}
+
+async function main(): Promise<void> {
+  const controller = new AbortController();
+  let ctx: ReturnType<typeof createContext>;
+  try {
+    ctx = createContext(controller.signal);
+  } catch (error) {
+    process.exitCode = reportError(error, process.stderr);
+    return;
+  }
+  let interrupts = 0;
+  const onSignal = (name: NodeJS.Signals) => {
+    // First signal: stop gracefully (kernels shut down). Second: leave now; the exit hook
+    // still kills every kernel process group.
+    if (++interrupts > 1) process.exit(name === "SIGINT" ? 130 : 143);
+    controller.abort(new Error(`interrupted by ${name}`));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  let code: number;
+  try {
+    code = await dispatch(process.argv.slice(2), ctx);
+  } catch (error) {
+    code = controller.signal.aborted ? 130 : reportError(error, ctx.stderr);
+  } finally {
+    await ctx.dispose();
+  }
+  process.exit(code);
+}
+
+void main();

@@ -1,0 +1,129 @@
+/**
+ * Shared set-up for the integration tests: a KernelManager on a private runtime directory,
+ * and small probes of the OS process table.
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { expect } from "vitest";
+import {
+  type Execution,
+  type ExecutionStatus,
+  HostSandbox,
+  KernelManager,
+  loadConfig,
+  type RuncellConfig,
+} from "../../src/index.js";
+
+export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
+
+/** A manager whose connection files live in a fresh temporary directory; `cleanup` removes it. */
+export function createManager(): {
+  manager: KernelManager;
+  config: RuncellConfig;
+  runtimeDir: string;
+  cleanup: () => Promise<void>;
+} {
+  const runtimeDir = mkdtempSync(join(tmpdir(), "runcell-it-"));
+  const config = loadConfig({ ...process.env, RUNCELL_RUNTIME_DIR: runtimeDir });
+  const manager = KernelManager.fromConfig(config, new HostSandbox());
+  return {
+    manager,
+    config,
+    runtimeDir,
+    cleanup: async () => {
+      await manager.disposeAll();
+      rmSync(runtimeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Asserts the fields every finished kernel execution has, whatever its outcome. */
+export function expectFinished(execution: Execution, status: ExecutionStatus, code?: string): void {
+  expect(execution.status, describeExecution(execution)).toBe(status);
+  expect(execution.id).toMatch(/^[0-9a-f-]{36}$/);
+  expect(execution.language).toBe("python");
+  if (code !== undefined) expect(execution.code).toBe(code);
+  expect(execution.exit_code).toBeNull();
+  expect(execution.finished_at).not.toBeNull();
+  expect(execution.duration_ms).toBeTypeOf("number");
+  expect(execution.duration_ms!).toBeGreaterThanOrEqual(0);
+  expect(execution.stdout_bytes).toBe(Buffer.byteLength(execution.stdout));
+  expect(execution.stderr_bytes).toBe(Buffer.byteLength(execution.stderr));
+  expect(execution.truncated).toBe(false);
+  if (status === "completed") {
+    expect(execution.error).toBeNull();
+    expect(execution.limit).toBeNull();
+  } else {
+    expect(execution.error).not.toBeNull();
+  }
+}
+
+/** A one-line summary for assertion messages. */
+export function describeExecution(execution: Execution): string {
+  return JSON.stringify({
+    status: execution.status,
+    error: execution.error && { name: execution.error.name, value: execution.error.value },
+    stdout: execution.stdout.slice(0, 200),
+    stderr: execution.stderr.slice(0, 200),
+  });
+}
+
+/** The `text/plain` of the execution's result output, if it has one. */
+export function resultText(execution: Execution): string | undefined {
+  const result = execution.outputs.find((output) => output.type === "result");
+  return result?.type === "result" ? (result.data["text/plain"] as string | undefined) : undefined;
+}
+
+// ESC, written out so the pattern itself holds no control character.
+export const ANSI_ESCAPE = new RegExp(String.fromCharCode(0x1b));
+
+/** True while a process with this pid exists and is not a zombie (dead, waiting to be reaped). */
+export function processAlive(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return false;
+  }
+  // Field 3, after the parenthesised command name (which may itself contain spaces or parens).
+  const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+  return state !== "Z" && state !== "X";
+}
+
+/** Whether /proc has any entry for this pid at all (a zombie counts). */
+export function procEntryExists(pid: number): boolean {
+  return existsSync(`/proc/${pid}`);
+}
+
+/** Pids of live processes whose command line contains `needle`. */
+export function processesMentioning(needle: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    let cmdline: string;
+    try {
+      cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+    } catch {
+      continue; // exited while we looked
+    }
+    if (cmdline.split("\0").some((arg) => arg.includes(needle))) found.push(pid);
+  }
+  return found;
+}
+
+/**
+ * Polls `check` until it returns true or `timeoutMs` passes; returns whether it became true.
+ * Only for observing the OS (a process going away), where no event can be awaited.
+ */
+export async function pollUntil(check: () => boolean, timeoutMs: number, intervalMs = 50): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  return true;
+}
