@@ -55,7 +55,7 @@ export class CappedText {
     let bytes = Buffer.byteLength(text);
     if (bytes > this.#tailCap) {
       // Only the last tailCap bytes of this chunk can survive; drop everything before them.
-      const [, keep] = splitAtByte(text, bytes - this.#tailCap);
+      const keep = dropLeadingBytes(text, bytes - this.#tailCap);
       this.#droppedBytes += bytes - Buffer.byteLength(keep) + this.#tailBytes;
       this.#tail = [keep];
       this.#tailBytes = Buffer.byteLength(keep);
@@ -72,7 +72,7 @@ export class CappedText {
         this.#tailBytes -= firstBytes;
         this.#droppedBytes += firstBytes;
       } else {
-        const [, keep] = splitAtByte(first, excess);
+        const keep = dropLeadingBytes(first, excess);
         bytes = firstBytes - Buffer.byteLength(keep);
         this.#tail[0] = keep;
         this.#tailBytes -= bytes;
@@ -103,4 +103,12 @@ export function splitAtByte(text: string, maxBytes: number): [string, string] {
   // Step back over UTF-8 continuation bytes (10xxxxxx) so no character is split.
   while (cut > 0 && (buffer[cut]! & 0xc0) === 0x80) cut--;
   return [buffer.subarray(0, cut).toString(), buffer.subarray(cut).toString()];
+}
+
+/** Drops at least `bytes` UTF-8 bytes from the start of `text`, rounding forward to a character boundary. */
+function dropLeadingBytes(text: string, bytes: number): string {
+  const buffer = Buffer.from(text);
+  let cut = Math.min(bytes, buffer.length);
+  while (cut < buffer.length && (buffer[cut]! & 0xc0) === 0x80) cut++;
+  return buffer.subarray(cut).toString();
 }
