@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Kernel, KernelDeath, KernelStatus } from "../kernels/kernel.js";
 import { describeDeath } from "../kernels/kernel.js";
+import type { RejectedMessage } from "../kernels/kernel-connection.js";
 import type {
   ClearOutputContent,
   DisplayDataContent,
@@ -144,6 +145,7 @@ export class KernelExecutor {
     this.#unsubscribe.push(
       kernel.onMessage((message) => this.#onMessage(message)),
       kernel.onStatus((status, death) => this.#onKernelStatus(status, death)),
+      kernel.onReject((rejected) => this.#onReject(rejected)),
     );
   }
 
@@ -408,6 +410,20 @@ export class KernelExecutor {
       default:
         return; // unknown or uninteresting types are ignored, as the protocol asks of clients
     }
+  }
+
+  /** An output too large for the wire limit is replaced by an error output saying so. */
+  #onReject(rejected: RejectedMessage): void {
+    const job = this.#current;
+    if (rejected.reason !== "too_large" || !job || rejected.parentMsgId !== job.msgId) return;
+    const bytes = rejected.bytes ?? 0;
+    const output = job.collector.addDropped(
+      bytes,
+      "OutputTooLarge",
+      `a ${rejected.msgType ?? "message"} of ${bytes} bytes from the kernel was dropped: it is over the ` +
+        "kernel message size limit (maxMessageBytes); write large data to a file instead",
+    );
+    job.emit({ type: "output", output });
   }
 
   async #answerInput(job: Job, request: InputRequestContent): Promise<void> {

@@ -86,6 +86,18 @@ export class OutputCollector {
     return stored;
   }
 
+  /**
+   * Records an output that never reached the collector (dropped on the wire for its size):
+   * counts its bytes as dropped and shows an error output in its place.
+   */
+  addDropped(bytes: number, name: string, value: string): Output {
+    this.#applyPendingClear();
+    this.#richDropped += bytes;
+    const output: Output = { type: "error", name, value, traceback: [`${name}: ${value}`] };
+    this.#outputs.push(output);
+    return output;
+  }
+
   /** `clear_output`: with `wait`, the clear happens when the next output arrives. */
   clear(wait: boolean): void {
     if (wait) {

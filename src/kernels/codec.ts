@@ -18,7 +18,15 @@ export type RejectReason =
 
 export type DecodeResult =
   | { ok: true; message: JupyterMessage }
-  | { ok: false; reason: RejectReason; detail: string };
+  | {
+      ok: false;
+      reason: RejectReason;
+      detail: string;
+      /** For `too_large`: the request the dropped message answered, read from its small header frames. */
+      parentMsgId?: string;
+      msgType?: string;
+      bytes?: number;
+    };
 
 export interface EncodeOptions {
   channel: Channel;
@@ -110,24 +118,53 @@ function parseObject(frame: Buffer): Record<string, unknown> | undefined {
   }
 }
 
+/** Header frames are small; past this they are not even looked at in an oversize message. */
+const PEEK_LIMIT = 64 * 1024;
+
+/**
+ * Reads msg_type and the parent's msg_id from an oversize message's header frames, so the drop
+ * can be reported to the execution it belongs to. Unverified: used only to place a notice.
+ */
+function peekHeaders(
+  frames: readonly Buffer[],
+  delimiterAt: number,
+): { parentMsgId?: string; msgType?: string } {
+  if (delimiterAt < 0 || frames.length - delimiterAt < 6) return {};
+  const header = frames[delimiterAt + 2]!;
+  const parent = frames[delimiterAt + 3]!;
+  if (header.length > PEEK_LIMIT || parent.length > PEEK_LIMIT) return {};
+  const msgType = parseObject(header)?.msg_type;
+  const parentMsgId = parseObject(parent)?.msg_id;
+  return {
+    ...(typeof msgType === "string" ? { msgType } : {}),
+    ...(typeof parentMsgId === "string" ? { parentMsgId } : {}),
+  };
+}
+
 /**
  * Validates and decodes one inbound multipart message. Never throws: a malformed, unsigned,
  * wrongly signed or replayed message comes back as `{ok: false, reason}` so the caller can
  * count it and keep the socket working.
  */
 export function decodeMessage(frames: readonly Buffer[], options: DecodeOptions): DecodeResult {
-  if (options.maxMessageBytes !== undefined) {
-    let total = 0;
-    for (const frame of frames) total += frame.length;
-    if (total > options.maxMessageBytes) {
-      return { ok: false, reason: "too_large", detail: `${total} bytes > ${options.maxMessageBytes}` };
-    }
-  }
   let delimiterAt = -1;
   for (let i = 0; i < frames.length; i++) {
     if (frames[i]!.equals(DELIMITER)) {
       delimiterAt = i;
       break;
+    }
+  }
+  if (options.maxMessageBytes !== undefined) {
+    let total = 0;
+    for (const frame of frames) total += frame.length;
+    if (total > options.maxMessageBytes) {
+      return {
+        ok: false,
+        reason: "too_large",
+        detail: `${total} bytes > ${options.maxMessageBytes}`,
+        bytes: total,
+        ...peekHeaders(frames, delimiterAt),
+      };
     }
   }
   if (delimiterAt < 0)

@@ -17,8 +17,36 @@ export interface ConnectionInfo {
   kernel_name: string;
 }
 
-/** Asks the OS for `count` distinct free TCP ports on `host`. */
+/**
+ * Ports handed out recently by this process. A port is free when chosen but bound only later
+ * by the kernel; without this memory two kernels starting together could be given the same
+ * port (the OS reuses a just-released ephemeral port). Bounded: the oldest are forgotten.
+ */
+const handedOut = new Set<number>();
+const HANDED_OUT_CAP = 4096;
+
+function remember(port: number): void {
+  handedOut.add(port);
+  if (handedOut.size > HANDED_OUT_CAP) handedOut.delete(handedOut.values().next().value!);
+}
+
+/** Asks the OS for `count` distinct free TCP ports on `host`, never one handed out recently. */
 export async function findFreePorts(count: number, host = "127.0.0.1"): Promise<number[]> {
+  const ports: number[] = [];
+  // Each round asks for what is still missing; the OS rarely repeats a recent port, so a few
+  // rounds suffice. Bounded so a pathological host cannot loop forever.
+  for (let round = 0; round < 20 && ports.length < count; round++) {
+    for (const port of await osFreePorts(count - ports.length, host)) {
+      if (handedOut.has(port) || ports.includes(port)) continue;
+      ports.push(port);
+      remember(port);
+    }
+  }
+  if (ports.length < count) throw new Error(`could not find ${count} free ports on ${host}`);
+  return ports;
+}
+
+async function osFreePorts(count: number, host: string): Promise<number[]> {
   // Hold every listener open until all are chosen so the OS cannot hand out the same port twice.
   const servers = await Promise.all(
     Array.from(

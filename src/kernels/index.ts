@@ -17,7 +17,7 @@ export {
   type KernelStatus,
   type ShutdownPath,
 } from "./kernel.js";
-export { type ConnectionCounters, KernelConnection } from "./kernel-connection.js";
+export { type ConnectionCounters, KernelConnection, type RejectedMessage } from "./kernel-connection.js";
 export { KernelManager, type KernelManagerOptions, type StartKernelOptions } from "./kernel-manager.js";
 export {
   findKernelspecs,

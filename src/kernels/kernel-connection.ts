@@ -14,11 +14,21 @@ export interface ConnectionCounters {
   rejected: Record<RejectReason, number>;
 }
 
+/** A dropped inbound message: where, why, and (for oversize ones) whose output it was. */
+export interface RejectedMessage {
+  channel: Channel;
+  reason: RejectReason;
+  detail: string;
+  parentMsgId?: string;
+  msgType?: string;
+  bytes?: number;
+}
+
 export interface KernelConnectionOptions {
-  /** Frames above this total size are dropped by ZeroMQ before they reach the engine. */
+  /** Messages above this total size are dropped (counted as `too_large`) when decoded. */
   maxMessageBytes: number;
   /** Called for each dropped message (once per message; never throws into the socket loop). */
-  onReject?: (channel: Channel, reason: RejectReason, detail: string) => void;
+  onReject?: (rejected: RejectedMessage) => void;
 }
 
 /** zeromq.js allows one send in flight per socket; this queues the rest in order. */
@@ -61,6 +71,11 @@ export class KernelConnection {
   readonly #listeners = new Set<MessageListener>();
   readonly #options: KernelConnectionOptions;
   #closed = false;
+  /**
+   * Settles once the stdin socket has completed its handshake with the kernel. Until then the
+   * kernel's stdin ROUTER does not know our routing id and silently drops an input_request.
+   */
+  readonly stdinReady: Promise<void>;
 
   constructor(info: ConnectionInfo, options: KernelConnectionOptions) {
     this.#options = options;
@@ -68,12 +83,17 @@ export class KernelConnection {
     // Shell and stdin share one routing id: the kernel sends input_request to the stdin socket
     // whose identity matches the shell socket that sent the execute_request.
     const routingId = `runcell-${this.session}`;
-    const common = { linger: 0, maxMessageSize: options.maxMessageBytes };
+    // No ZeroMQ maxMessageSize: ZeroMQ enforces it by dropping the connection, which loses the
+    // messages that follow (an execution's idle) and hangs it. decode() drops oversized ones instead.
+    const common = { linger: 0 };
     this.#shell = new zmq.Dealer({ ...common, routingId });
     this.#stdin = new zmq.Dealer({ ...common, routingId });
     this.#control = new zmq.Dealer({ ...common, routingId: `${routingId}-control` });
     this.#iopub = new zmq.Subscriber({ ...common, receiveHighWaterMark: 0 });
     this.#iopub.subscribe();
+    this.stdinReady = new Promise((resolve) => {
+      this.#stdin.events.on("handshake", () => resolve());
+    });
     this.#shell.connect(endpoint(info, info.shell_port));
     this.#stdin.connect(endpoint(info, info.stdin_port));
     this.#control.connect(endpoint(info, info.control_port));
@@ -137,7 +157,8 @@ export class KernelConnection {
         if (!result.ok) {
           this.counters.rejected[result.reason]++;
           try {
-            this.#options.onReject?.(channel, result.reason, result.detail);
+            const { ok: _ok, ...rejected } = result;
+            this.#options.onReject?.({ channel, ...rejected });
           } catch {
             // a faulty listener must not stop the socket
           }
@@ -153,8 +174,13 @@ export class KernelConnection {
         }
       }
     } catch (error) {
-      if (!this.#closed)
-        this.#options.onReject?.(channel, "bad_header", `socket error: ${(error as Error).message}`);
+      if (!this.#closed) {
+        this.#options.onReject?.({
+          channel,
+          reason: "bad_header",
+          detail: `socket error: ${(error as Error).message}`,
+        });
+      }
     }
   }
 

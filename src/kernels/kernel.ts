@@ -3,11 +3,15 @@ import { rm } from "node:fs/promises";
 import { AbortedError } from "../errors.js";
 import type { Sandbox, SandboxProcess } from "../sandbox/types.js";
 import { deadlineSignal, delay, raceSignal } from "../util/abort.js";
-import type { RejectReason } from "./codec.js";
 import { endpoint, newConnectionInfo, writeConnectionFile } from "./connection.js";
 import { KernelDiedError, KernelStartError } from "./errors.js";
 import { Heartbeat, type HeartbeatOptions } from "./heartbeat.js";
-import { type ConnectionCounters, KernelConnection, type MessageListener } from "./kernel-connection.js";
+import {
+  type ConnectionCounters,
+  KernelConnection,
+  type MessageListener,
+  type RejectedMessage,
+} from "./kernel-connection.js";
 import { type KernelspecInfo, kernelArgv } from "./kernelspec.js";
 import type { Channel, JupyterMessage, KernelInfoReplyContent, MessageHeader } from "./messages.js";
 import { replyTypeOf } from "./messages.js";
@@ -37,6 +41,14 @@ export interface KernelStartOptions {
   env: Record<string, string>;
   envOverrides?: Record<string, string>;
   cwd?: string;
+  /** Arguments appended to the kernelspec's argv. */
+  extraArguments?: string[];
+  /**
+   * For IPython kernels: where IPython keeps its input history. Default `:memory:` (as nbclient
+   * does): the on-disk SQLite history costs ~1.5 ms of kernel CPU per execution and is shared,
+   * and contended, by every kernel of the user. `null` leaves IPython's default.
+   */
+  ipythonHistoryFile?: string | null;
   /** Deadline for the first `kernel_info_reply`, in ms. Default 60000. */
   startTimeoutMs?: number;
   /** Heartbeat settings, or false to rely on process exit alone. */
@@ -48,7 +60,7 @@ export interface KernelStartOptions {
   /** Aborts the start (the half-started kernel is cleaned up). */
   signal?: AbortSignal;
   /** Told about each dropped inbound message. */
-  onReject?: (channel: Channel, reason: RejectReason, detail: string) => void;
+  onReject?: (rejected: RejectedMessage) => void;
 }
 
 type StatusListener = (status: KernelStatus, death: KernelDeath | undefined) => void;
@@ -81,6 +93,7 @@ export class Kernel {
   #restarting: Promise<void> | undefined;
   readonly #messageListeners = new Set<MessageListener>();
   readonly #statusListeners = new Set<StatusListener>();
+  readonly #rejectListeners = new Set<(rejected: RejectedMessage) => void>();
   readonly #pending = new Map<string, PendingReply>();
 
   private constructor(options: KernelStartOptions) {
@@ -126,6 +139,12 @@ export class Kernel {
   onMessage(listener: MessageListener): () => void {
     this.#messageListeners.add(listener);
     return () => this.#messageListeners.delete(listener);
+  }
+
+  /** Every dropped inbound message (bad signature, malformed, oversize…). Returns the unsubscribe function. */
+  onReject(listener: (rejected: RejectedMessage) => void): () => void {
+    this.#rejectListeners.add(listener);
+    return () => this.#rejectListeners.delete(listener);
   }
 
   /** Status changes (and the death record when it becomes `dead`). Returns the unsubscribe function. */
@@ -226,6 +245,7 @@ export class Kernel {
       this.#markDead({ reason: "shutdown", exit_code: null, signal: null, stderr: "" });
       this.#statusListeners.clear();
       this.#messageListeners.clear();
+      this.#rejectListeners.clear();
       return path;
     })();
     return this.#disposed;
@@ -237,8 +257,12 @@ export class Kernel {
     const info = await newConnectionInfo(this.spec.name);
     this.#connectionFile = await writeConnectionFile(options.runtimeDir, this.id, info);
     const env = { ...options.env, ...this.spec.env, ...options.envOverrides };
+    const argv = [...kernelArgv(this.spec, this.#connectionFile), ...(options.extraArguments ?? [])];
+    const historyFile = options.ipythonHistoryFile === undefined ? ":memory:" : options.ipythonHistoryFile;
+    if (historyFile !== null && isIPythonKernel(this.spec))
+      argv.push(`--HistoryManager.hist_file=${historyFile}`);
     const proc = await options.sandbox.spawn({
-      argv: kernelArgv(this.spec, this.#connectionFile),
+      argv,
       env,
       cwd: options.cwd,
     });
@@ -254,7 +278,10 @@ export class Kernel {
     });
     const connection = new KernelConnection(info, {
       maxMessageBytes: options.maxMessageBytes ?? 64 * 1024 * 1024,
-      onReject: options.onReject,
+      onReject: (rejected) => {
+        options.onReject?.(rejected);
+        for (const listener of this.#rejectListeners) listener(rejected);
+      },
     });
     this.#connection = connection;
     connection.onMessage((message) => this.#dispatch(message));
@@ -275,13 +302,14 @@ export class Kernel {
           : deadline.aborted && !(signal?.aborted ?? false)
             ? `kernel ${this.spec.name} did not answer kernel_info_request within ${options.startTimeoutMs ?? 60_000} ms`
             : `starting kernel ${this.spec.name}: ${(error as Error).message}`;
-      this.#status = "dead";
       this.#death = {
         reason: "start_failed",
         exit_code: exit?.code ?? null,
         signal: exit?.signal ?? null,
         stderr,
       };
+      // Through #setStatus, so listeners (an executor with queued work, during a restart) hear of it.
+      this.#setStatus("dead");
       throw new KernelStartError(
         stderr ? `${why}\n--- kernel stderr ---\n${stderr.trimEnd()}` : why,
         stderr,
@@ -338,6 +366,8 @@ export class Kernel {
         void this.request("shell", "kernel_info_request", {}, { signal: deadline }).catch(() => undefined);
         await Promise.race([seen, delay(250, deadline), exited]);
       }
+      // Else the first input() could be lost: the kernel drops input_request to an unknown peer.
+      await Promise.race([raceSignal(connection.stdinReady, deadline, "the stdin connection"), exited]);
     } finally {
       stopWatching();
     }
@@ -369,8 +399,15 @@ export class Kernel {
     const stepMs = this.#options.shutdownStepMs ?? 2000;
     try {
       if (!proc || proc.exitStatus) return "already_dead";
-      const exitedWithin = async (ms: number) =>
-        Promise.race([proc.exited.then(() => true), delay(ms).then(() => false)]);
+      const exitedWithin = async (ms: number) => {
+        // Cancel the step timer once the process exits: a pending timer would keep Node alive.
+        const step = new AbortController();
+        try {
+          return await Promise.race([proc.exited.then(() => true), delay(ms, step.signal).then(() => false)]);
+        } finally {
+          step.abort();
+        }
+      };
       if (mode === "polite" && connection && this.#status !== "dead") {
         await this.request(
           "control",
@@ -447,6 +484,13 @@ export class Kernel {
       }
     }
   }
+}
+
+/** True for kernelspecs that launch ipykernel (which accepts IPython's traitlets options). */
+function isIPythonKernel(spec: KernelspecInfo): boolean {
+  return spec.argv.some(
+    (arg) => arg === "ipykernel_launcher" || arg === "ipykernel" || arg.endsWith("/ipykernel_launcher.py"),
+  );
 }
 
 /** A one-line human description of a death, e.g. "the kernel exited with code 1". */

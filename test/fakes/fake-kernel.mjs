@@ -19,6 +19,8 @@
  *   hang                never replies and ignores interrupts
  *   die:CODE            writes to stderr and exits with CODE mid-run
  *   flood:N             N stream messages "line I\n"
+ *   big:BYTES           one stream message carrying BYTES bytes of "x"
+ *   buffers:N:BYTES     a display_data with N extra buffer frames of BYTES bytes each
  *   badsig              iopub stream with a wrong HMAC, one unsigned, a forged execute_reply on shell,
  *                       then a genuine stream "genuine\n"
  *   replay              the same signed iopub stream ("once\n") sent twice
@@ -30,10 +32,13 @@
  *
  * Fault switches (environment):
  *   FAKE_FAIL_ON_START=1            exit 1 with a message on stderr before binding
- *   FAKE_FAIL_ON_START_IF_EXISTS=P  the same, only when file P exists
+ *   FAKE_ENV_FILE=P                 when file P exists, its KEY=VALUE lines are read at start and
+ *                                   override the environment (lets a test change later starts)
  *   FAKE_STARTUP_DELAY_MS=N         wait N ms before binding
+ *   FAKE_STDIN_DELAY_MS=N           bind the stdin socket N ms after the others
  *   FAKE_NO_HEARTBEAT=1             the heartbeat socket is bound but never answers
  *   FAKE_IGNORE_SHUTDOWN=1          no reply to shutdown_request, SIGTERM ignored
+ *   FAKE_IGNORE_SHUTDOWN_REQUEST=1  no reply to shutdown_request (SIGTERM still ends it)
  *   FAKE_IGNORE_SIGINT=1            SIGINT ignored (interrupt_request still works)
  *   FAKE_NO_IDLE=1                  no idle status after execute_request
  */
@@ -41,9 +46,22 @@ import { createHmac, randomUUID, timingSafeEqual } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import * as zmq from "zeromq";
 
-const env = process.env;
+const env = { ...process.env };
+if (env.FAKE_ENV_FILE && existsSync(env.FAKE_ENV_FILE)) {
+  for (const line of readFileSync(env.FAKE_ENV_FILE, "utf8").split("\n")) {
+    const eq = line.indexOf("=");
+    if (eq > 0) env[line.slice(0, eq).trim()] = line.slice(eq + 1).trim();
+  }
+}
 const DELIMITER = Buffer.from("<IDS|MSG>", "latin1");
 const PROTOCOL_VERSION = "5.3";
+
+// Kernel state, declared before anything can await so the signal handlers may always read it.
+let executionCount = 0;
+/** The execution in progress: { interrupted, ignoreInterrupts, wake, ... }. */
+let running;
+/** Resolves the pending input() with the value of the next input_reply. */
+let inputWaiter;
 
 function log(text) {
   process.stderr.write(`fake-kernel[${process.pid}]: ${text}\n`);
@@ -69,12 +87,9 @@ if (env.FAKE_FAIL_ON_START === "1") {
   log("FAKE_FAIL_ON_START is set: failing before binding any socket");
   process.exit(1);
 }
-if (env.FAKE_FAIL_ON_START_IF_EXISTS && existsSync(env.FAKE_FAIL_ON_START_IF_EXISTS)) {
-  log(`${env.FAKE_FAIL_ON_START_IF_EXISTS} exists: failing before binding any socket`);
-  process.exit(1);
-}
 
 const ignoreShutdown = env.FAKE_IGNORE_SHUTDOWN === "1";
+const ignoreShutdownRequest = ignoreShutdown || env.FAKE_IGNORE_SHUTDOWN_REQUEST === "1";
 const ignoreSigint = env.FAKE_IGNORE_SIGINT === "1";
 
 // Signals are handled from the very start, so a SIGINT during start-up cannot kill the process.
@@ -165,10 +180,13 @@ const url = (port) => `${connection.transport ?? "tcp"}://${connection.ip}:${por
 await Promise.all([
   shell.bind(url(connection.shell_port)),
   control.bind(url(connection.control_port)),
-  stdin.bind(url(connection.stdin_port)),
   iopub.bind(url(connection.iopub_port)),
   heartbeat.bind(url(connection.hb_port)),
 ]);
+const stdinDelay = Number(env.FAKE_STDIN_DELAY_MS ?? 0);
+const bindStdin = () => stdin.bind(url(connection.stdin_port));
+if (stdinDelay > 0) setTimeout(() => void bindStdin().catch(loopFailed("stdin bind")), stdinDelay);
+else await bindStdin();
 
 /** zeromq allows one send in flight per socket: queue the rest in order. */
 function serial(socket) {
@@ -204,10 +222,6 @@ class KernelException extends Error {
 
 const keyboardInterrupt = () => new KernelException("KeyboardInterrupt", "");
 
-let executionCount = 0;
-/** The execution in progress: { interrupted, ignoreInterrupts, wake }. */
-let running;
-
 function interrupt(source) {
   if (!running) {
     log(`${source} while idle: nothing to interrupt`);
@@ -233,9 +247,6 @@ function interruptible(ctx, register) {
     ctx.wake = undefined;
   });
 }
-
-/** Waits for an input_reply from the client with these identities. */
-let inputWaiter;
 
 async function runCommand(line, ctx) {
   const colon = line.indexOf(":");
@@ -295,6 +306,14 @@ async function runCommand(line, ctx) {
       for (let i = 0; i < Number(arg); i++) sent.push(stream("stdout", `line ${i}\n`));
       return Promise.all(sent);
     }
+    case "big":
+      return stream("stdout", "x".repeat(Number(arg)));
+    case "buffers": {
+      const [count, size] = arg.split(":").map(Number);
+      const frames = frame("display_data", { data: { "text/plain": "with buffers" }, metadata: {} }, parent);
+      for (let i = 0; i < count; i++) frames.push(Buffer.alloc(size, 0x61 + (i % 26)));
+      return sendIopub(frames);
+    }
     case "badsig": {
       await publish("stream", { name: "stdout", text: "forged\n" }, parent, { signature: "0".repeat(64) });
       await publish("stream", { name: "stdout", text: "unsigned\n" }, parent, { signature: "" });
@@ -314,12 +333,8 @@ async function runCommand(line, ctx) {
       return sendIopub(frames);
     }
     case "garbage": {
-      for (const [send, prefix] of [
-        [sendIopub, []],
-        [sendShell, idents],
-      ]) {
-        for (const frames of garbageMessages(parent)) await send([...prefix, ...frames]);
-      }
+      for (const frames of garbageMessages(parent, "iopub")) await sendIopub(frames);
+      for (const frames of garbageMessages(parent, "shell")) await sendShell([...idents, ...frames]);
       return;
     }
     case "input":
@@ -349,7 +364,8 @@ async function runCommand(line, ctx) {
 }
 
 /** Malformed messages: no delimiter, too few frames, non-JSON header, header without msg_id. */
-function garbageMessages(parent) {
+function garbageMessages(parent, channel) {
+  // Each message is signed over distinct bytes, so none is mistaken for a replay of another.
   const signedWithHeader = (headerText) => {
     const parts = [headerText, JSON.stringify(parent), "{}", "{}"].map((p) => Buffer.from(p));
     return [DELIMITER, Buffer.from(sign(parts), "latin1"), ...parts];
@@ -357,8 +373,8 @@ function garbageMessages(parent) {
   return [
     [Buffer.from("garbage"), Buffer.from("more garbage")],
     [DELIMITER, Buffer.from("0".repeat(64)), Buffer.from("{}")],
-    signedWithHeader("this is not JSON"),
-    signedWithHeader(JSON.stringify({ msg_type: "stream", session })),
+    signedWithHeader(`this is not JSON (${channel})`),
+    signedWithHeader(JSON.stringify({ msg_type: "stream", session, channel })),
   ];
 }
 
@@ -451,10 +467,12 @@ async function controlLoop() {
     const type = request.header.msg_type;
     if (type === "interrupt_request") {
       interrupt("interrupt_request");
-      await sendControl(frame("interrupt_reply", { status: "ok" }, request.header, { idents: request.idents }));
+      await sendControl(
+        frame("interrupt_reply", { status: "ok" }, request.header, { idents: request.idents }),
+      );
     } else if (type === "shutdown_request") {
-      if (ignoreShutdown) {
-        log("shutdown_request ignored (FAKE_IGNORE_SHUTDOWN)");
+      if (ignoreShutdownRequest) {
+        log("shutdown_request ignored");
         continue;
       }
       const restart = Boolean(request.content.restart);
@@ -493,9 +511,9 @@ async function heartbeatLoop() {
 
 function shutdown() {
   log("shutting down");
-  // Closing every socket lets the process end once ZeroMQ has flushed (bounded by linger).
+  // At exit ZeroMQ flushes what the closed sockets still hold (the reply), bounded by linger.
   for (const socket of [shell, control, stdin, iopub, heartbeat]) socket.close();
-  setTimeout(() => process.exit(0), 2000).unref();
+  process.exit(0);
 }
 
 function loopFailed(name) {

@@ -18,10 +18,12 @@ export const FAKE_KERNEL_PATH = fileURLToPath(new URL("./fake-kernel.mjs", impor
 /** Fault switches understood by the fake kernel (see fake-kernel.mjs). */
 export interface FakeKernelEnv {
   FAKE_FAIL_ON_START?: "1";
-  FAKE_FAIL_ON_START_IF_EXISTS?: string;
+  FAKE_ENV_FILE?: string;
   FAKE_STARTUP_DELAY_MS?: string;
+  FAKE_STDIN_DELAY_MS?: string;
   FAKE_NO_HEARTBEAT?: "1";
   FAKE_IGNORE_SHUTDOWN?: "1";
+  FAKE_IGNORE_SHUTDOWN_REQUEST?: "1";
   FAKE_IGNORE_SIGINT?: "1";
   FAKE_NO_IDLE?: "1";
   [name: string]: string | undefined;
@@ -100,10 +102,7 @@ export interface FakeManager {
 
 /** A KernelManager on a HostSandbox over fake kernelspecs, with a private runtime dir. */
 export async function createFakeManager(
-  options: {
-    specs?: Record<string, FakeSpecOptions>;
-    defaults?: KernelManagerOptions["defaults"];
-  } = {},
+  options: { specs?: Record<string, FakeSpecOptions>; defaults?: KernelManagerOptions["defaults"] } = {},
 ): Promise<FakeManager> {
   const dir = await createFakeJupyterDir(options.specs);
   const runtimeDir = await mkdtemp(join(tmpdir(), "runcell-fake-runtime-"));
@@ -112,7 +111,7 @@ export async function createFakeManager(
     runtimeDir,
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: runtimeDir },
     sandbox: new HostSandbox(),
-    defaults: { shutdownStepMs: 1000, ...options.defaults },
+    defaults: options.defaults,
   });
   return {
     manager,
