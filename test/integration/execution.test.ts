@@ -5,22 +5,30 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DisplayOutput, ExecutionError, Kernel, Output } from "../../src/index.js";
 import { KernelExecutor } from "../../src/index.js";
-import { ANSI_ESCAPE, createManager, describeExecution, expectFinished, resultText } from "./helpers.js";
+import {
+  ANSI_ESCAPE,
+  createManager,
+  describeExecution,
+  expectFinished,
+  resultText,
+  type TestEnv,
+} from "./helpers.js";
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
 let kernel: Kernel;
 let executor: KernelExecutor;
-const env = createManager();
+let env: TestEnv | undefined;
 
 beforeAll(async () => {
+  env = createManager();
   kernel = await env.manager.start({ name: "python3" });
   executor = new KernelExecutor(kernel);
 });
 
 afterAll(async () => {
   await executor?.dispose();
-  await env.cleanup();
+  await env?.cleanup();
 });
 
 function displays(outputs: Output[]): DisplayOutput[] {
@@ -239,7 +247,9 @@ describe("concurrency", () => {
     const ids = Array.from({ length: 20 }, (_, i) => `job-${i}-${Math.random().toString(36).slice(2, 8)}`);
     const executions = await Promise.all(
       ids.map((id) =>
-        executor.execute(`import time, random\ntime.sleep(random.random() / 20)\nprint(${JSON.stringify(id)})`),
+        executor.execute(
+          `import time, random\ntime.sleep(random.random() / 20)\nprint(${JSON.stringify(id)})`,
+        ),
       ),
     );
     executions.forEach((execution, i) => {
@@ -250,7 +260,7 @@ describe("concurrency", () => {
     });
     // FIFO: each got the next execution count, in submission order.
     const counts = executions.map((execution) => execution.execution_count!);
-    counts.forEach((count, i) => expect(count).toBe(counts[0]! + i));
+    expect(counts).toEqual(counts.map((_, i) => counts[0]! + i));
     expect(new Set(executions.map((execution) => execution.id)).size).toBe(20);
     expect(executor.queueDepth).toBe(0);
     expect(executor.runningId).toBeUndefined();

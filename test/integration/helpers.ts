@@ -18,13 +18,19 @@ import {
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
-/** A manager whose connection files live in a fresh temporary directory; `cleanup` removes it. */
-export function createManager(): {
+export interface TestEnv {
   manager: KernelManager;
   config: RuncellConfig;
   runtimeDir: string;
+  /** Disposes every kernel of the manager and removes the runtime directory. */
   cleanup: () => Promise<void>;
-} {
+}
+
+/**
+ * A manager whose connection files live in a fresh temporary directory. Call it from a
+ * `beforeAll` (not at collection time) so a filtered-out suite leaves no directory behind.
+ */
+export function createManager(): TestEnv {
   const runtimeDir = mkdtempSync(join(tmpdir(), "runcell-it-"));
   const config = loadConfig({ ...process.env, RUNCELL_RUNTIME_DIR: runtimeDir });
   const manager = KernelManager.fromConfig(config, new HostSandbox());

@@ -6,13 +6,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Kernel, KernelStatus } from "../../src/index.js";
 import { KernelExecutor } from "../../src/index.js";
-import { createManager, expectFinished, processAlive, resultText } from "./helpers.js";
+import { createManager, expectFinished, processAlive, resultText, type TestEnv } from "./helpers.js";
 
 let kernel: Kernel;
 let executor: KernelExecutor;
-const env = createManager();
+let env: TestEnv | undefined;
 
 beforeAll(async () => {
+  env = createManager();
   kernel = await env.manager.start({ name: "python3" });
   // A short grace keeps the "ignores the interrupt" case quick; real interrupts land well within it.
   executor = new KernelExecutor(kernel, { interruptGraceMs: 1500 });
@@ -20,7 +21,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await executor?.dispose();
-  await env.cleanup();
+  await env?.cleanup();
 });
 
 async function expectValue(expression: string, expected: string): Promise<void> {
@@ -48,9 +49,9 @@ describe("interrupt keeps state", () => {
     expect(execution.limit).toBeNull();
     expect(execution.stdout).toBe("sleeping\n");
     // The interrupt surfaced in the kernel as a KeyboardInterrupt.
-    expect(execution.outputs.some((output) => output.type === "error" && output.name === "KeyboardInterrupt")).toBe(
-      true,
-    );
+    expect(
+      execution.outputs.some((output) => output.type === "error" && output.name === "KeyboardInterrupt"),
+    ).toBe(true);
     expect(kernel.pid).toBe(pidBefore);
     await expectValue("kept", "'still here'");
   });

@@ -17,13 +17,49 @@ import {
   processAlive,
   processesMentioning,
   REPO_ROOT,
+  type TestEnv,
 } from "./helpers.js";
 
-describe("dispose", () => {
-  const env = createManager();
-  afterAll(() => env.cleanup());
+/** Starts, from inside the kernel, a process whose argv names `tag`; returns its pid. */
+async function spawnFromKernel(
+  executor: KernelExecutor,
+  tag: string,
+  how: "orphan" | "child",
+): Promise<number> {
+  const code =
+    how === "orphan"
+      ? [
+          // `sh` backgrounds the sleeper and exits: the sleeper leaves the kernel's process tree
+          // (so ipykernel does not know about it) but stays in its process group.
+          "import subprocess, sys",
+          'script = \'"$0" -c "import time; time.sleep(60)" "$1" </dev/null >/dev/null 2>&1 & echo $!\'',
+          `out = subprocess.run(['/bin/sh', '-c', script, sys.executable, ${JSON.stringify(tag)}],`,
+          "                     capture_output=True, text=True, check=True)",
+          "print(out.stdout.strip())",
+        ].join("\n")
+      : [
+          // A direct child the kernel never waits for.
+          "import subprocess, sys",
+          `child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', ${JSON.stringify(tag)}],`,
+          "                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)",
+          "print(child.pid)",
+        ].join("\n");
+  const execution = await executor.execute(code);
+  expectFinished(execution, "completed", code);
+  const pid = Number(execution.stdout.trim());
+  expect(Number.isInteger(pid) && pid > 0, execution.stdout).toBe(true);
+  expect(processAlive(pid)).toBe(true);
+  return pid;
+}
 
-  it("ends the kernel, its children and removes the connection file", async () => {
+describe("dispose", () => {
+  let env: TestEnv;
+  beforeAll(() => {
+    env = createManager();
+  });
+  afterAll(() => env?.cleanup());
+
+  it("shuts the kernel down politely, ends its process group and removes the connection file", async () => {
     // A generous step makes the polite path deterministic even on a loaded machine.
     const kernel = await env.manager.start({ name: "python3", shutdownStepMs: 15_000 });
     const pid = kernel.pid!;
@@ -31,21 +67,11 @@ describe("dispose", () => {
     expect(connectionFile.startsWith(env.runtimeDir)).toBe(true);
     expect(existsSync(connectionFile)).toBe(true);
     expect(processAlive(pid)).toBe(true);
-    expect(processesMentioning(connectionFile)).toContain(pid);
+    expect(processesMentioning(connectionFile)).toEqual([pid]);
 
-    // A grandchild in the kernel's process group, whose argv names the connection file too.
     const executor = new KernelExecutor(kernel);
-    const code = [
-      "import subprocess, sys",
-      "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', " +
-        `${JSON.stringify(connectionFile)}])`,
-      "print(child.pid)",
-    ].join("\n");
-    const execution = await executor.execute(code);
-    expectFinished(execution, "completed", code);
-    const grandchild = Number(execution.stdout.trim());
-    expect(processAlive(grandchild)).toBe(true);
-    expect(processesMentioning(connectionFile).sort()).toEqual([pid, grandchild].sort());
+    const orphan = await spawnFromKernel(executor, connectionFile, "orphan");
+    expect(processesMentioning(connectionFile).sort()).toEqual([pid, orphan].sort());
     await executor.dispose();
 
     expect(env.manager.kernels).toContain(kernel);
@@ -59,25 +85,49 @@ describe("dispose", () => {
     // runcell reaped the kernel itself before dispose() resolved.
     expect(procEntryExists(pid)).toBe(false);
     expect(existsSync(connectionFile)).toBe(false);
-    // The grandchild was SIGKILLed with the group; its reaping is up to init, so poll with a bound.
-    expect(await pollUntil(() => !processAlive(grandchild), 10_000)).toBe(true);
+    // The orphan was SIGKILLed with the group; its reaping is up to init, so poll with a bound.
+    expect(await pollUntil(() => !processAlive(orphan), 10_000)).toBe(true);
+    expect(processesMentioning(connectionFile)).toEqual([]);
+  });
+
+  it("escalates when the kernel's own shutdown stalls on a child, and still leaves nothing", async () => {
+    // ipykernel's shutdown waits for its children to go away, and one it never reaps lingers as
+    // a zombie: the polite step then runs out and the group is signalled.
+    const kernel = await env.manager.start({ name: "python3", shutdownStepMs: 1000 });
+    const pid = kernel.pid!;
+    const connectionFile = kernel.connectionFile!;
+    const executor = new KernelExecutor(kernel);
+    const child = await spawnFromKernel(executor, connectionFile, "child");
+    await executor.dispose();
+
+    const path = await kernel.dispose();
+    expect(["shutdown_request", "sigterm", "sigkill"]).toContain(path);
+    expect(kernel.status).toBe("dead");
+    expect(procEntryExists(pid)).toBe(false);
+    expect(existsSync(connectionFile)).toBe(false);
+    expect(await pollUntil(() => !processAlive(child), 10_000)).toBe(true);
     expect(processesMentioning(connectionFile)).toEqual([]);
   });
 });
 
 describe("runcell killed with SIGKILL", () => {
-  const env = createManager();
+  let env: TestEnv;
   let holder: ChildProcess | undefined;
 
   beforeAll(() => {
+    env = createManager();
     // The fixture runs the built package. Build incrementally so dist matches src; a type error
     // elsewhere in src still emits JavaScript, so only a missing dist/index.js is fatal.
     try {
-      execFileSync(process.execPath, [join(REPO_ROOT, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], {
-        cwd: REPO_ROOT,
-        stdio: "pipe",
-        timeout: 120_000,
-      });
+      execFileSync(
+        process.execPath,
+        [join(REPO_ROOT, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"],
+        {
+          cwd: REPO_ROOT,
+          stdio: "pipe",
+          timeout: 120_000,
+        },
+      );
     } catch (error) {
       if (!existsSync(join(REPO_ROOT, "dist/index.js"))) throw error;
     }
@@ -85,15 +135,19 @@ describe("runcell killed with SIGKILL", () => {
 
   afterAll(async () => {
     if (holder && holder.exitCode === null && holder.signalCode === null) holder.kill("SIGKILL");
-    await env.cleanup();
+    await env?.cleanup();
   });
 
   it("takes the kernel with it", async () => {
-    const child = spawn(process.execPath, [fileURLToPath(new URL("fixtures/hold-kernel.mjs", import.meta.url))], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, RUNCELL_RUNTIME_DIR: env.runtimeDir },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
+    const child = spawn(
+      process.execPath,
+      [fileURLToPath(new URL("fixtures/hold-kernel.mjs", import.meta.url))],
+      {
+        cwd: REPO_ROOT,
+        env: { ...process.env, RUNCELL_RUNTIME_DIR: env.runtimeDir },
+        stdio: ["pipe", "pipe", "pipe"],
+      },
+    );
     holder = child;
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
     let stderr = "";
@@ -122,10 +176,13 @@ describe("runcell killed with SIGKILL", () => {
 function firstLine(child: ChildProcess, signal: AbortSignal): Promise<string | undefined> {
   return new Promise((resolve) => {
     const lines = createInterface({ input: child.stdout! });
+    let settled = false;
     const done = (line: string | undefined) => {
+      if (settled) return;
+      settled = true;
       signal.removeEventListener("abort", onAbort);
-      lines.close();
       resolve(line);
+      lines.close();
     };
     const onAbort = () => done(undefined);
     signal.addEventListener("abort", onAbort, { once: true });
