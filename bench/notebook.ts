@@ -1,9 +1,9 @@
 import { existsSync, statSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { SYSTEM_PYTHON } from "./env.js";
-import { describeFailure, runProcess } from "./proc.js";
+import { describeFailure, onInterrupt, runProcess } from "./proc.js";
 import { median, round, roundSummary, type Summary, summarize } from "./stats.js";
 
 export type NotebookEngine = "runcell" | "nbconvert";
@@ -15,6 +15,8 @@ export interface NotebookOptions {
   /** Unmeasured runs per engine first (imports and page cache warmed for both). */
   warmup: number;
   kernel: string;
+  /** runcell's CLI entry point (normally dist/cli/main.js). */
+  cli: string;
   /** Per run, for either engine. */
   timeoutMs: number;
   root: string;
@@ -25,7 +27,8 @@ export interface NotebookEngineResult {
   available: boolean;
   /** Why the engine could not be measured (missing CLI, failed run, wrong output). */
   error: string | null;
-  argv: string[] | null;
+  /** The command of the first run, with the temporary directory shown as `$TMP`. */
+  command: string | null;
   wall_ms: number[];
   summary: Summary | null;
   median_ms: number | null;
@@ -120,7 +123,14 @@ function engines(cli: string): EngineSpec[] {
   return [
     {
       name: "runcell",
-      argv: (notebook, outDir, outName) => [process.execPath, cli, "run", notebook, "-o", join(outDir, `${outName}.ipynb`)],
+      argv: (notebook, outDir, outName) => [
+        process.execPath,
+        cli,
+        "run",
+        notebook,
+        "-o",
+        join(outDir, `${outName}.ipynb`),
+      ],
       output: (outDir, outName) => join(outDir, `${outName}.ipynb`),
     },
     {
@@ -144,7 +154,7 @@ function engines(cli: string): EngineSpec[] {
 }
 
 function emptyResult(): NotebookEngineResult {
-  return { available: true, error: null, argv: null, wall_ms: [], summary: null, median_ms: null };
+  return { available: true, error: null, command: null, wall_ms: [], summary: null, median_ms: null };
 }
 
 /**
@@ -153,7 +163,7 @@ function emptyResult(): NotebookEngineResult {
  * reported as unavailable (with the reason) and the other one is still measured.
  */
 export async function runNotebookBench(options: NotebookOptions): Promise<NotebookResult> {
-  const cli = join(options.root, "dist/cli/main.js");
+  const { cli } = options;
   const results: Record<NotebookEngine, NotebookEngineResult> = {
     runcell: emptyResult(),
     nbconvert: emptyResult(),
@@ -167,6 +177,8 @@ export async function runNotebookBench(options: NotebookOptions): Promise<Notebo
   }
 
   const dir = await mkdtemp(join(tmpdir(), "runcell-bench-"));
+  const removeDir = () => rm(dir, { recursive: true, force: true });
+  const unregister = onInterrupt(removeDir);
   try {
     const notebook = join(dir, "bench.ipynb");
     await writeFile(notebook, JSON.stringify(makeNotebook(options.cells, options.kernel), null, 1));
@@ -181,7 +193,10 @@ export async function runNotebookBench(options: NotebookOptions): Promise<Notebo
         if (!result.available) continue;
         const outName = `out-${spec.name}-${run}`;
         const argv = spec.argv(notebook, dir, outName);
-        result.argv ??= argv;
+        result.command ??= argv
+          .map((arg) => (arg === process.execPath ? "node" : arg.replaceAll(dir, "$TMP")))
+          .map((arg) => (arg.startsWith(options.root) ? relative(options.root, arg) : arg))
+          .join(" ");
         const label = measured ? `run ${run - options.warmup + 1}/${options.runs}` : "warm-up";
         options.log(`notebook: ${label}, ${spec.name}`);
         const outcome = await runProcess(argv, { cwd: dir, env, timeoutMs: options.timeoutMs });
@@ -199,7 +214,8 @@ export async function runNotebookBench(options: NotebookOptions): Promise<Notebo
       }
     }
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    unregister();
+    await removeDir();
   }
 
   for (const result of Object.values(results)) {

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { HostSandbox, KernelExecutor, KernelManager, loadConfig } from "../src/index.js";
 import { SYSTEM_PYTHON } from "./env.js";
-import { describeFailure, onInterrupt, runProcess } from "./proc.js";
+import { JsonLineProcess, onInterrupt } from "./proc.js";
 import { geomean, median, round, roundSummary, type Summary, summarize } from "./stats.js";
 
 /** The snippets timed: no output, an expression result, and a stream write. */
@@ -17,6 +17,8 @@ export interface RoundtripOptions {
   warmup: number;
   /** Each round starts a fresh kernel per engine; the engine that goes first alternates. */
   rounds: number;
+  /** Measured executions are run in blocks of this many, alternating between the engines. */
+  block: number;
   kernel: string;
   /** The repository root (where bench/ lives). */
   root: string;
@@ -27,7 +29,7 @@ export interface RoundtripOptions {
 export interface EngineRun {
   engine: Engine;
   round: number;
-  /** 0 if this engine ran first in its round, 1 if second. */
+  /** 0 if this engine started its round (its kernel started first, it ran the first block). */
   position: number;
   kernel_start_ms: number;
   /** Milliseconds per measured execution, by snippet. */
@@ -65,104 +67,155 @@ export interface RoundtripResult {
   runs: EngineRun[];
 }
 
+/** One engine with a live, warm kernel, able to time a batch of executions of a snippet. */
+interface Driver {
+  engine: Engine;
+  kernelStartMs: number;
+  versions?: Record<string, string>;
+  /** Milliseconds per execution of `code`, `iterations` times in a row. */
+  measure(code: string, iterations: number): Promise<number[]>;
+  close(): Promise<void>;
+}
+
 /** runcell's engine in this process: KernelManager + KernelExecutor, timed until `execute` resolves. */
-async function measureRuncell(options: RoundtripOptions): Promise<Omit<EngineRun, "round" | "position">> {
+async function startRuncell(options: RoundtripOptions): Promise<Driver> {
   const manager = KernelManager.fromConfig(loadConfig(), new HostSandbox());
   const unregister = onInterrupt(() => manager.disposeAll());
+  const close = async () => {
+    await manager.disposeAll();
+    unregister();
+  };
   try {
     const startedAt = performance.now();
     const kernel = await manager.start({ name: options.kernel });
     const kernelStartMs = performance.now() - startedAt;
     const executor = new KernelExecutor(kernel);
-    const samples: Record<string, number[]> = {};
-    try {
-      for (const code of options.snippets) {
-        const run = async (): Promise<number> => {
+    return {
+      engine: "runcell",
+      kernelStartMs,
+      async measure(code, iterations) {
+        const timings: number[] = [];
+        for (let i = 0; i < iterations; i++) {
           const t0 = performance.now();
           const execution = await executor.execute(code);
-          const elapsed = performance.now() - t0;
+          timings.push(performance.now() - t0);
           if (execution.status !== "completed") {
             throw new Error(
               `runcell: execution of ${JSON.stringify(code)} ended ${execution.status}: ` +
                 `${execution.error?.name ?? ""} ${execution.error?.value ?? ""}`,
             );
           }
-          return elapsed;
-        };
-        for (let i = 0; i < options.warmup; i++) await run();
-        const timings: number[] = [];
-        for (let i = 0; i < options.iterations; i++) timings.push(await run());
-        samples[code] = timings;
-      }
-    } finally {
-      await executor.dispose();
-    }
-    return { engine: "runcell", kernel_start_ms: kernelStartMs, samples_ms: samples };
-  } finally {
-    await manager.disposeAll();
-    unregister();
+        }
+        return timings;
+      },
+      async close() {
+        await executor.dispose();
+        await close();
+      },
+    };
+  } catch (error) {
+    await close();
+    throw error;
   }
 }
 
-interface PythonReport {
+interface PythonAnswer {
   ok: boolean;
-  start_ms: number;
-  versions: Record<string, string>;
-  samples_ms: Record<string, number[]>;
+  error?: string;
+  start_ms?: number;
+  versions?: Record<string, string>;
+  samples_ms?: number[];
 }
 
-function isPythonReport(value: unknown): value is PythonReport {
-  if (value === null || typeof value !== "object") return false;
-  const report = value as Partial<PythonReport>;
-  return report.ok === true && typeof report.start_ms === "number" && typeof report.samples_ms === "object";
-}
-
-/** jupyter_client's BlockingKernelClient, in a separate /usr/bin/python3 process. */
-async function measureJupyterClient(
-  options: RoundtripOptions,
-): Promise<Omit<EngineRun, "round" | "position">> {
-  const script = join(options.root, "bench/jupyter_client_roundtrip.py");
-  const perRun = options.snippets.length * (options.iterations + options.warmup);
-  const result = await runProcess(
-    [
-      SYSTEM_PYTHON,
-      script,
-      "--snippets",
-      JSON.stringify(options.snippets),
-      "--iterations",
-      String(options.iterations),
-      "--warmup",
-      String(options.warmup),
-      "--kernel",
-      options.kernel,
-    ],
-    {
-      cwd: options.root,
-      // The same kernel environment tweak runcell applies (silences debugpy's start-up warning).
-      env: { ...process.env, PYDEVD_DISABLE_FILE_VALIDATION: "1" },
-      timeoutMs: 120_000 + perRun * 100,
-    },
-  );
-  if (result.code !== 0) throw new Error(`jupyter_client: ${describeFailure(result)}`);
-  const lastLine = result.stdout.trim().split("\n").pop() ?? "";
-  let report: unknown;
-  try {
-    report = JSON.parse(lastLine);
-  } catch {
-    throw new Error(`jupyter_client: unreadable output: ${lastLine.slice(0, 200)}`);
+function asAnswer(value: unknown): PythonAnswer {
+  if (value === null || typeof value !== "object" || typeof (value as PythonAnswer).ok !== "boolean") {
+    throw new Error(`jupyter_client: unexpected answer ${JSON.stringify(value)?.slice(0, 200)}`);
   }
-  if (!isPythonReport(report)) throw new Error(`jupyter_client: unexpected report: ${lastLine.slice(0, 200)}`);
-  for (const code of options.snippets) {
-    if (report.samples_ms[code]?.length !== options.iterations) {
-      throw new Error(`jupyter_client: missing samples for ${JSON.stringify(code)}`);
+  return value as PythonAnswer;
+}
+
+/** jupyter_client's BlockingKernelClient, in a /usr/bin/python3 process serving measurement requests. */
+async function startJupyterClient(options: RoundtripOptions): Promise<Driver> {
+  const script = join(options.root, "bench/jupyter_client_roundtrip.py");
+  const child = new JsonLineProcess([SYSTEM_PYTHON, script, "--serve", "--kernel", options.kernel], {
+    cwd: options.root,
+    // The same kernel environment tweak runcell applies (silences debugpy's start-up warning).
+    env: { ...process.env, PYDEVD_DISABLE_FILE_VALIDATION: "1" },
+  });
+  const quit = { quit: true };
+  try {
+    const ready = asAnswer(await child.next(90_000));
+    if (!ready.ok || typeof ready.start_ms !== "number") {
+      throw new Error(`jupyter_client: kernel start failed: ${ready.error ?? "no start time"}`);
+    }
+    return {
+      engine: "jupyter_client",
+      kernelStartMs: ready.start_ms,
+      versions: ready.versions,
+      async measure(code, iterations) {
+        const answer = asAnswer(await child.request({ code, iterations }, 30_000 + iterations * 1000));
+        if (!answer.ok || answer.samples_ms?.length !== iterations) {
+          throw new Error(`jupyter_client: ${answer.error ?? "wrong number of samples"}`);
+        }
+        return answer.samples_ms;
+      },
+      close: () => child.close(quit),
+    };
+  } catch (error) {
+    await child.close(quit);
+    throw new Error(`jupyter_client: ${(error as Error).message}`);
+  }
+}
+
+const STARTERS: Record<Engine, (options: RoundtripOptions) => Promise<Driver>> = {
+  runcell: startRuncell,
+  jupyter_client: startJupyterClient,
+};
+
+/**
+ * One round: a fresh kernel per engine, then for each snippet a warm-up on both and the
+ * measured executions in alternating blocks (A B B A A B…), never two engines at once.
+ */
+async function runRound(options: RoundtripOptions, round: number): Promise<EngineRun[]> {
+  const order: Engine[] = round % 2 === 0 ? ["runcell", "jupyter_client"] : ["jupyter_client", "runcell"];
+  const drivers: Driver[] = [];
+  try {
+    for (const engine of order) drivers.push(await STARTERS[engine](options));
+    const slots = drivers.map((driver) => ({ driver, samples: {} as Record<string, number[]> }));
+    for (const code of options.snippets) {
+      options.log(
+        `round trip: round ${round + 1}/${options.rounds}, ${JSON.stringify(code)}: ` +
+          `${options.warmup} warm-up + ${options.iterations} measured per engine, in blocks of ${options.block}`,
+      );
+      for (const { driver } of slots) await driver.measure(code, options.warmup);
+      const measured = slots.map((slot) => {
+        slot.samples[code] = [];
+        return { driver: slot.driver, into: slot.samples[code] };
+      });
+      for (let done = 0, block = 0; done < options.iterations; block++) {
+        const count = Math.min(options.block, options.iterations - done);
+        for (const { driver, into } of block % 2 === 0 ? measured : [...measured].reverse()) {
+          into.push(...(await driver.measure(code, count)));
+        }
+        done += count;
+      }
+    }
+    return slots.map(({ driver, samples }, position): EngineRun => {
+      const run: EngineRun = {
+        engine: driver.engine,
+        round,
+        position,
+        kernel_start_ms: driver.kernelStartMs,
+        samples_ms: samples,
+      };
+      if (driver.versions) run.versions = driver.versions;
+      return run;
+    });
+  } finally {
+    for (const driver of drivers.reverse()) {
+      await driver.close().catch((error: Error) => options.log(`closing ${driver.engine}: ${error.message}`));
     }
   }
-  return {
-    engine: "jupyter_client",
-    kernel_start_ms: report.start_ms,
-    samples_ms: report.samples_ms,
-    versions: report.versions,
-  };
 }
 
 function engineStats(runs: readonly EngineRun[], code: string): EngineSnippetStats {
@@ -214,22 +267,12 @@ export function analyzeRoundtrip(runs: readonly EngineRun[], snippets: readonly 
 }
 
 /**
- * Runs both engines `rounds` times, one after the other (never concurrently: they would
- * compete for the CPUs), alternating which goes first so neither always inherits the other's
- * leftovers (page cache, CPU frequency, background load).
+ * Runs `rounds` rounds. Only one engine executes at any moment (they would otherwise compete for
+ * the CPUs); interleaving blocks spreads slow drifts in background load evenly over both, and
+ * the engine that starts each round alternates.
  */
 export async function runRoundtrip(options: RoundtripOptions): Promise<RoundtripResult> {
   const runs: EngineRun[] = [];
-  for (let round = 0; round < options.rounds; round++) {
-    const order: Engine[] = round % 2 === 0 ? ["runcell", "jupyter_client"] : ["jupyter_client", "runcell"];
-    for (const [position, engine] of order.entries()) {
-      options.log(
-        `round trip: round ${round + 1}/${options.rounds}, ${engine} ` +
-          `(${options.snippets.length} snippets × ${options.iterations} + ${options.warmup} warm-up)`,
-      );
-      const run = engine === "runcell" ? await measureRuncell(options) : await measureJupyterClient(options);
-      runs.push({ ...run, round, position });
-    }
-  }
+  for (let round = 0; round < options.rounds; round++) runs.push(...(await runRound(options, round)));
   return analyzeRoundtrip(runs, options.snippets);
 }

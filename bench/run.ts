@@ -10,12 +10,12 @@
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
-import { join, relative } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { collectEnvironment, type Environment } from "./env.js";
 import { type NotebookResult, runNotebookBench } from "./notebook.js";
-import { installSignalHandlers } from "./proc.js";
+import { installSignalHandlers, wasInterrupted } from "./proc.js";
 import { type RoundtripResult, runRoundtrip, SNIPPETS } from "./roundtrip.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -34,9 +34,11 @@ const USAGE = `usage: npx tsx bench/run.ts [options]   (or: make bench ARGS="...
   --rounds N           round-trip rounds, each with fresh kernels (default 3, quick 1)
   --iterations N       measured executions per snippet per round (default 500, quick 100)
   --warmup N           warm-up executions per snippet per round (default 50, quick 10)
+  --block N            measured executions per block; blocks alternate between engines (default 50, quick 25)
   --runs N             measured notebook runs per engine (default 5, quick 2)
   --cells N            cells in the generated notebook (default 40)
   --kernel NAME        kernelspec to use (default python3)
+  --cli PATH           runcell's CLI for the notebook section (default dist/cli/main.js)
   -h, --help           this text`;
 
 interface BenchOptions {
@@ -45,10 +47,12 @@ interface BenchOptions {
   rounds: number;
   iterations: number;
   warmup: number;
+  block: number;
   notebookRuns: number;
   notebookWarmup: number;
   cells: number;
   kernel: string;
+  cli: string;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -67,9 +71,11 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
       rounds: { type: "string" },
       iterations: { type: "string" },
       warmup: { type: "string" },
+      block: { type: "string" },
       runs: { type: "string" },
       cells: { type: "string" },
       kernel: { type: "string", default: "python3" },
+      cli: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -92,10 +98,12 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
     rounds: positiveInt("rounds", values.rounds, quick ? 1 : 3),
     iterations: positiveInt("iterations", values.iterations, quick ? 100 : 500),
     warmup: positiveInt("warmup", values.warmup, quick ? 10 : 50, 0),
+    block: positiveInt("block", values.block, quick ? 25 : 50),
     notebookRuns: positiveInt("runs", values.runs, quick ? 2 : 5),
     notebookWarmup: 1,
     cells: positiveInt("cells", values.cells, 40),
     kernel: values.kernel ?? "python3",
+    cli: resolve(values.cli ?? join(ROOT, "dist/cli/main.js")),
   };
 }
 
@@ -106,7 +114,9 @@ function log(line: string): void {
 /** Left-aligns the first column and right-aligns the others. */
 function table(rows: string[][]): string {
   const widths: number[] = [];
-  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  for (const row of rows) {
+    for (const [i, cell] of row.entries()) widths[i] = Math.max(widths[i] ?? 0, cell.length);
+  }
   return rows
     .map((row) =>
       row
@@ -119,7 +129,7 @@ function table(rows: string[][]): string {
 
 const ms = (value: number): string => value.toFixed(2);
 const ratio = (value: number): string => (Number.isFinite(value) ? value.toFixed(2) : "n/a");
-const verdict = (value: number, goal: number): string => (value <= goal ? "PASS" : "MISS");
+const verdict = (value: number, goal: number): "PASS" | "MISS" => (value <= goal ? "PASS" : "MISS");
 
 function printEnvironment(env: Environment): void {
   const python =
@@ -136,10 +146,15 @@ function printEnvironment(env: Environment): void {
 function printRoundtrip(result: RoundtripResult, options: BenchOptions): void {
   console.log(
     `\n== Warm execute round trip, ms: ${options.rounds} round(s) × ${options.iterations} executions ` +
-      `(+${options.warmup} warm-up) per snippet, fresh kernels per round ==`,
+      `(+${options.warmup} warm-up) per snippet per engine ==`,
   );
-  console.log("   values are the median over rounds of each round's percentile; ratio = runcell / jupyter_client\n");
-  const rows = [["snippet", "runcell p50", "p95", "jupyter_client p50", "p95", "p50 ratio", "p95 ratio", "goal"]];
+  console.log(
+    `   fresh kernels each round; engines take turns in blocks of ${options.block}, never running at once\n` +
+      "   values are the median over rounds of each round's percentile; ratio = runcell / jupyter_client\n",
+  );
+  const rows = [
+    ["snippet", "runcell p50", "p95", "jupyter_client p50", "p95", "p50 ratio", "p95 ratio", "goal"],
+  ];
   for (const snippet of result.snippets) {
     rows.push([
       snippet.code,
@@ -182,30 +197,28 @@ function printNotebook(result: NotebookResult): void {
     `\n== Notebook of ${result.cells} cells, wall clock in s: ${result.runs} run(s) per engine after ` +
       `${result.warmup} warm-up, alternating order ==\n`,
   );
-  const rows = [["engine", "median", "min", "max", "runs", "command"]];
-  for (const [name, engine] of [
+  const engines = [
     ["runcell", result.runcell],
     ["nbconvert", result.nbconvert],
-  ] as const) {
-    const command = engine.argv ? engine.argv.map((arg) => relative(ROOT, arg) || arg).join(" ") : "";
-    if (!engine.available || !engine.summary || engine.median_ms === null) {
-      rows.push([name, "not available", "", "", "", command]);
-      continue;
-    }
-    rows.push([
-      name,
-      (engine.median_ms / 1000).toFixed(3),
-      (engine.summary.min / 1000).toFixed(3),
-      (engine.summary.max / 1000).toFixed(3),
-      String(engine.summary.n),
-      command,
-    ]);
+  ] as const;
+  const rows = [["engine", "median", "min", "max", "runs"]];
+  for (const [name, engine] of engines) {
+    const { summary, median_ms: median } = engine;
+    rows.push(
+      engine.available && summary && median !== null
+        ? [
+            name,
+            (median / 1000).toFixed(3),
+            (summary.min / 1000).toFixed(3),
+            (summary.max / 1000).toFixed(3),
+            String(summary.n),
+          ]
+        : [name, "not available", "", "", ""],
+    );
   }
   console.log(table(rows));
-  for (const [name, engine] of [
-    ["runcell", result.runcell],
-    ["nbconvert", result.nbconvert],
-  ] as const) {
+  for (const [name, engine] of engines) if (engine.command) console.log(`   ${name}: ${engine.command}`);
+  for (const [name, engine] of engines) {
     if (engine.error) console.log(`\n   ${name} not available: ${engine.error.replaceAll("\n", "\n     ")}`);
   }
   if (result.warning) console.log(`\n   warning: ${result.warning}`);
@@ -225,6 +238,11 @@ interface GoalLine {
 }
 
 type SectionOutcome<T> = { status: "ok"; result: T } | { status: "error"; error: string };
+
+/** After SIGINT/SIGTERM the signal handler cleans up and exits; nothing more is reported. */
+function waitForExit(): Promise<number> {
+  return new Promise(() => undefined);
+}
 
 function firstLine(text: string): string {
   return text.split("\n")[0] ?? text;
@@ -258,6 +276,7 @@ async function main(): Promise<number> {
         iterations: options.iterations,
         warmup: options.warmup,
         rounds: options.rounds,
+        block: options.block,
         kernel: options.kernel,
         root: ROOT,
         log,
@@ -272,6 +291,7 @@ async function main(): Promise<number> {
         detail: null,
       });
     } catch (error) {
+      if (wasInterrupted()) return waitForExit();
       const message = (error as Error).message;
       roundtrip = { status: "error", error: (error as Error).stack ?? message };
       console.log(`\n== Warm execute round trip: FAILED ==\n${message}`);
@@ -292,6 +312,7 @@ async function main(): Promise<number> {
         runs: options.notebookRuns,
         warmup: options.notebookWarmup,
         kernel: options.kernel,
+        cli: options.cli,
         timeoutMs: 300_000,
         root: ROOT,
         log,
@@ -307,6 +328,7 @@ async function main(): Promise<number> {
         detail: missing?.error ? firstLine(missing.error) : null,
       });
     } catch (error) {
+      if (wasInterrupted()) return waitForExit();
       const message = (error as Error).message;
       notebook = { status: "error", error: (error as Error).stack ?? message };
       console.log(`\n== Notebook: FAILED ==\n${message}`);
@@ -330,7 +352,13 @@ async function main(): Promise<number> {
   const finishedAt = new Date();
   const resultsDir = join(ROOT, "bench/results");
   await mkdir(resultsDir, { recursive: true });
-  const file = join(resultsDir, `${startedAt.toISOString().replaceAll(":", "-").replace(/\.\d+Z$/, "Z")}.json`);
+  const file = join(
+    resultsDir,
+    `${startedAt
+      .toISOString()
+      .replaceAll(":", "-")
+      .replace(/\.\d+Z$/, "Z")}.json`,
+  );
   const report = {
     schema: 1,
     started_at: startedAt.toISOString(),
@@ -338,7 +366,10 @@ async function main(): Promise<number> {
     argv: process.argv.slice(2),
     options,
     goals: { roundtrip_p50_ratio_max: ROUNDTRIP_GOAL, notebook_wall_ratio_max: NOTEBOOK_GOAL },
-    environment: { ...environment, load_average_at_end: os.loadavg().map((value) => Math.round(value * 100) / 100) },
+    environment: {
+      ...environment,
+      load_average_at_end: os.loadavg().map((value) => Math.round(value * 100) / 100),
+    },
     summary: goals,
     roundtrip: roundtrip ?? null,
     notebook: notebook ?? null,
