@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make serve` and `make test`. Both set up what is missing first.
-.PHONY: setup serve test lint typecheck unit bench clean
+.PHONY: setup serve test lint format typecheck bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -8,12 +8,17 @@ serve: setup
 	@node dist/cli/main.js serve $(ARGS)
 
 test: setup
-	npx biome check .
+	npx eslint .
+	npx prettier --check . --log-level warn
 	npx tsc -p tsconfig.json --noEmit
 	npx vitest run
 
 lint: setup
-	npx biome check .
+	npx eslint .
+	npx prettier --check . --log-level warn
+
+format: setup
+	npx prettier --write . --log-level warn
 
 typecheck: setup
 	npx tsc -p tsconfig.json --noEmit

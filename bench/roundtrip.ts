@@ -163,7 +163,7 @@ async function startJupyterClient(options: RoundtripOptions): Promise<Driver> {
     };
   } catch (error) {
     await child.close(quit);
-    throw new Error(`jupyter_client: ${(error as Error).message}`);
+    throw new Error(`jupyter_client: ${(error as Error).message}`, { cause: error });
   }
 }
 

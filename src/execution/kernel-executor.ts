@@ -428,12 +428,13 @@ export class KernelExecutor {
 
   async #answerInput(job: Job, request: InputRequestContent): Promise<void> {
     const source = job.options.stdin;
-    let value = "";
+    let value: string;
     try {
       if (typeof source === "function")
         value = await source(String(request.prompt ?? ""), Boolean(request.password));
       else value = job.stdinLines?.shift() ?? "";
     } catch {
+      // A failing answer function is answered with an empty line rather than a hung input().
       value = "";
     }
     if (this.#current !== job) return;

@@ -8,13 +8,7 @@ export const DELIMITER = Buffer.from("<IDS|MSG>", "latin1");
 
 /** Why an inbound multipart message was dropped. */
 export type RejectReason =
-  | "no_delimiter"
-  | "too_few_frames"
-  | "bad_signature"
-  | "replayed"
-  | "bad_json"
-  | "bad_header"
-  | "too_large";
+  "no_delimiter" | "too_few_frames" | "bad_signature" | "replayed" | "bad_json" | "bad_header" | "too_large";
 
 export type DecodeResult =
   | { ok: true; message: JupyterMessage }
