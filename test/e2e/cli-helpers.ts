@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
@@ -78,33 +78,6 @@ export function nbformatErrors(path: string): string {
   } catch (error) {
     return String((error as { stderr?: Buffer }).stderr ?? error);
   }
-}
-
-/** Pids of live processes whose command line contains `needle`. */
-export function processesMatching(needle: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (stat.split(") ")[1]?.startsWith("Z")) continue; // zombies hold no resources
-      if (cmdline.includes(needle)) pids.push(Number(entry));
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return pids;
-}
-
-/** Polls until `check` is true or `deadlineMs` passes; returns the last result. */
-export async function eventually(check: () => boolean, deadlineMs = 10_000): Promise<boolean> {
-  const signal = AbortSignal.timeout(deadlineMs);
-  while (!signal.aborted) {
-    if (check()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return check();
 }
 
 export const exists = existsSync;

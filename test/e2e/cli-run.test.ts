@@ -2,14 +2,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  ensureBuilt,
-  eventually,
-  nbformatErrors,
-  notebook,
-  processesMatching,
-  runCli,
-} from "./cli-helpers.js";
+import { pollUntil, processesMatching } from "../support/processes.js";
+import { ensureBuilt, nbformatErrors, notebook, runCli } from "./cli-helpers.js";
 
 // `runcell run` end to end: the built CLI, real ipykernel, real files.
 let dir: string;
@@ -209,9 +203,9 @@ describe("runcell run", () => {
       stdio: "ignore",
     });
     // The kernel's command line names its connection file, which lives in this test's runtime dir.
-    expect(await eventually(() => processesMatching(runtimeDir).length > 0, 30_000)).toBe(true);
+    expect(await pollUntil(() => processesMatching(runtimeDir).length > 0, 30_000)).toBe(true);
     child.kill("SIGKILL");
-    expect(await eventually(() => processesMatching(runtimeDir).length === 0, 15_000)).toBe(true);
+    expect(await pollUntil(() => processesMatching(runtimeDir).length === 0, 15_000)).toBe(true);
   });
 });
 

@@ -1,16 +1,21 @@
 /**
  * Test helpers around the fake kernel: a temporary Jupyter data dir with fake kernelspecs, a
- * KernelManager over it, process-table checks, and bounded waits.
+ * KernelManager over it, and bounded waits.
  */
 import { randomUUID } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { KernelExecutor, type KernelExecutorOptions } from "../../src/execution/kernel-executor.js";
 import type { Kernel, KernelStatus } from "../../src/kernels/kernel.js";
-import { KernelManager, type KernelManagerOptions } from "../../src/kernels/kernel-manager.js";
+import {
+  KernelManager,
+  type KernelManagerOptions,
+  type StartKernelOptions,
+} from "../../src/kernels/kernel-manager.js";
 import { HostSandbox } from "../../src/sandbox/host-sandbox.js";
+import { processesMatching } from "../support/processes.js";
 
 /** Absolute path of the fake kernel script. */
 export const FAKE_KERNEL_PATH = fileURLToPath(new URL("./fake-kernel.mjs", import.meta.url));
@@ -94,9 +99,16 @@ export interface FakeManager {
   dataPath: string;
   runtimeDir: string;
   tag: string;
+  /** Starts a kernel (spec `fake` unless `options.name` says otherwise) with an executor on it. */
+  startKernel(
+    options?: StartKernelOptions,
+    executorOptions?: KernelExecutorOptions,
+  ): Promise<{ kernel: Kernel; executor: KernelExecutor }>;
+  /** Disposes the executors made by `startKernel`, then every kernel the manager still tracks. */
+  disposeAll(): Promise<void>;
   /** Pids of live processes started from these kernelspecs. */
   leftovers(): number[];
-  /** Disposes every kernel the manager still tracks and removes the temporary dirs. */
+  /** Disposes as `disposeAll` does and removes the temporary dirs. */
   cleanup(): Promise<void>;
 }
 
@@ -113,56 +125,33 @@ export async function createFakeManager(
     sandbox: new HostSandbox(),
     defaults: options.defaults,
   });
+  const executors: KernelExecutor[] = [];
+  const disposeAll = async () => {
+    for (const executor of executors.splice(0)) await executor.dispose();
+    await manager.disposeAll();
+  };
   return {
     manager,
     dataPath: dir.dataPath,
     runtimeDir,
     tag: dir.tag,
-    leftovers: () => findProcesses(dir.tag),
+    startKernel: async (startOptions = {}, executorOptions = {}) => {
+      const kernel = await manager.start({ name: "fake", ...startOptions });
+      const executor = new KernelExecutor(kernel, executorOptions);
+      executors.push(executor);
+      return { kernel, executor };
+    },
+    disposeAll,
+    leftovers: () => processesMatching(dir.tag),
     cleanup: async () => {
       try {
-        await manager.disposeAll();
+        await disposeAll();
       } finally {
         await dir.cleanup();
         await rm(runtimeDir, { recursive: true, force: true });
       }
     },
   };
-}
-
-/** The state letter of a process (R, S, Z…), or undefined when it does not exist. */
-function processState(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // The command name is in parentheses and may hold spaces: the state follows the last ')'.
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-  } catch {
-    return undefined;
-  }
-}
-
-/** True when `pid` names a live (not zombie) process. */
-export function isProcessAlive(pid: number): boolean {
-  const state = processState(pid);
-  return state !== undefined && state !== "Z" && state !== "X";
-}
-
-/** Pids of live processes whose command line contains `marker`. */
-export function findProcesses(marker: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if (pid === process.pid) continue;
-    let cmdline: string;
-    try {
-      cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-    } catch {
-      continue;
-    }
-    if (cmdline.includes(marker) && isProcessAlive(pid)) pids.push(pid);
-  }
-  return pids;
 }
 
 /** Resolves once `kernel.status` satisfies `wanted`; rejects after `timeoutMs`. */

@@ -1,8 +1,8 @@
 /**
  * Shared set-up for the integration tests: a KernelManager on a private runtime directory,
- * and small probes of the OS process table.
+ * and assertions on finished executions.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -84,52 +84,3 @@ export function resultText(execution: Execution): string | undefined {
 
 // ESC, written out so the pattern itself holds no control character.
 export const ANSI_ESCAPE = new RegExp(String.fromCharCode(0x1b));
-
-/** True while a process with this pid exists and is not a zombie (dead, waiting to be reaped). */
-export function processAlive(pid: number): boolean {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return false;
-  }
-  // Field 3, after the parenthesised command name (which may itself contain spaces or parens).
-  const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
-  return state !== "Z" && state !== "X";
-}
-
-/** Whether /proc has any entry for this pid at all (a zombie counts). */
-export function procEntryExists(pid: number): boolean {
-  return existsSync(`/proc/${pid}`);
-}
-
-/** Pids of live processes whose command line contains `needle`. */
-export function processesMentioning(needle: string): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if (pid === process.pid) continue;
-    let cmdline: string;
-    try {
-      cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-    } catch {
-      continue; // exited while we looked
-    }
-    if (cmdline.split("\0").some((arg) => arg.includes(needle))) found.push(pid);
-  }
-  return found;
-}
-
-/**
- * Polls `check` until it returns true or `timeoutMs` passes; returns whether it became true.
- * Only for observing the OS (a process going away), where no event can be awaited.
- */
-export async function pollUntil(check: () => boolean, timeoutMs: number, intervalMs = 50): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-  return true;
-}

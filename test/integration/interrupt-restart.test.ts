@@ -6,7 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Kernel, KernelStatus } from "../../src/index.js";
 import { KernelExecutor } from "../../src/index.js";
-import { createManager, expectFinished, processAlive, resultText, type TestEnv } from "./helpers.js";
+import { isProcessAlive } from "../support/processes.js";
+import { createManager, expectFinished, resultText, type TestEnv } from "./helpers.js";
 
 let kernel: Kernel;
 let executor: KernelExecutor;
@@ -109,7 +110,7 @@ describe("restarts", () => {
     expect(kernel.status).toBe("idle");
     expect(kernel.pid).not.toBe(oldPid);
     // The replaced process is gone (Node reaped it before the restart finished).
-    expect(processAlive(oldPid)).toBe(false);
+    expect(isProcessAlive(oldPid)).toBe(false);
   });
 
   it("restart() resets the execution count and drops all state", async () => {
@@ -120,7 +121,7 @@ describe("restarts", () => {
     await kernel.restart();
     expect(kernel.status).toBe("idle");
     expect(kernel.pid).not.toBe(oldPid);
-    expect(processAlive(oldPid)).toBe(false);
+    expect(isProcessAlive(oldPid)).toBe(false);
 
     const after = await executor.execute("'y' in globals()");
     expectFinished(after, "completed");
@@ -146,7 +147,7 @@ describe("kernel death", () => {
     expect(kernel.status).toBe("dead");
     expect(kernel.death).toMatchObject({ reason: "exited", exit_code: 1, signal: null });
     // Its exit is what told runcell, so the process is already reaped.
-    expect(processAlive(oldPid)).toBe(false);
+    expect(isProcessAlive(oldPid)).toBe(false);
 
     // While dead, executions fail at once instead of waiting.
     const refused = await executor.execute("1");

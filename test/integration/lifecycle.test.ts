@@ -9,16 +9,8 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KernelExecutor } from "../../src/index.js";
-import {
-  createManager,
-  expectFinished,
-  pollUntil,
-  procEntryExists,
-  processAlive,
-  processesMentioning,
-  REPO_ROOT,
-  type TestEnv,
-} from "./helpers.js";
+import { isProcessAlive, pollUntil, procEntryExists, processesMatching } from "../support/processes.js";
+import { createManager, expectFinished, REPO_ROOT, type TestEnv } from "./helpers.js";
 
 /** Starts, from inside the kernel, a process whose argv names `tag`; returns its pid. */
 async function spawnFromKernel(
@@ -48,7 +40,7 @@ async function spawnFromKernel(
   expectFinished(execution, "completed", code);
   const pid = Number(execution.stdout.trim());
   expect(Number.isInteger(pid) && pid > 0, execution.stdout).toBe(true);
-  expect(processAlive(pid)).toBe(true);
+  expect(isProcessAlive(pid)).toBe(true);
   return pid;
 }
 
@@ -66,12 +58,12 @@ describe("dispose", () => {
     const connectionFile = kernel.connectionFile!;
     expect(connectionFile.startsWith(env.runtimeDir)).toBe(true);
     expect(existsSync(connectionFile)).toBe(true);
-    expect(processAlive(pid)).toBe(true);
-    expect(processesMentioning(connectionFile)).toEqual([pid]);
+    expect(isProcessAlive(pid)).toBe(true);
+    expect(processesMatching(connectionFile)).toEqual([pid]);
 
     const executor = new KernelExecutor(kernel);
     const orphan = await spawnFromKernel(executor, connectionFile, "orphan");
-    expect(processesMentioning(connectionFile).sort()).toEqual([pid, orphan].sort());
+    expect(processesMatching(connectionFile).sort()).toEqual([pid, orphan].sort());
     await executor.dispose();
 
     expect(env.manager.kernels).toContain(kernel);
@@ -86,8 +78,8 @@ describe("dispose", () => {
     expect(procEntryExists(pid)).toBe(false);
     expect(existsSync(connectionFile)).toBe(false);
     // The orphan was SIGKILLed with the group; its reaping is up to init, so poll with a bound.
-    expect(await pollUntil(() => !processAlive(orphan), 10_000)).toBe(true);
-    expect(processesMentioning(connectionFile)).toEqual([]);
+    expect(await pollUntil(() => !isProcessAlive(orphan), 10_000)).toBe(true);
+    expect(processesMatching(connectionFile)).toEqual([]);
   });
 
   it("escalates when the kernel's own shutdown stalls on a child, and still leaves nothing", async () => {
@@ -105,8 +97,8 @@ describe("dispose", () => {
     expect(kernel.status).toBe("dead");
     expect(procEntryExists(pid)).toBe(false);
     expect(existsSync(connectionFile)).toBe(false);
-    expect(await pollUntil(() => !processAlive(child), 10_000)).toBe(true);
-    expect(processesMentioning(connectionFile)).toEqual([]);
+    expect(await pollUntil(() => !isProcessAlive(child), 10_000)).toBe(true);
+    expect(processesMatching(connectionFile)).toEqual([]);
   });
 });
 
@@ -159,16 +151,16 @@ describe("runcell killed with SIGKILL", () => {
     expect(started, `hold-kernel printed nothing; stderr:\n${stderr}`).toBeDefined();
     const { pid, connectionFile } = JSON.parse(started!) as { pid: number; connectionFile: string };
     expect(pid).toBeGreaterThan(0);
-    expect(processAlive(pid)).toBe(true);
-    expect(processesMentioning(connectionFile)).toEqual([pid]);
+    expect(isProcessAlive(pid)).toBe(true);
+    expect(processesMatching(connectionFile)).toEqual([pid]);
 
     child.kill("SIGKILL");
     await exited;
     expect(child.signalCode).toBe("SIGKILL");
 
     // The kernel is no child of this process, so its end can only be observed by polling /proc.
-    expect(await pollUntil(() => !processAlive(pid), 15_000)).toBe(true);
-    expect(processesMentioning(connectionFile)).toEqual([]);
+    expect(await pollUntil(() => !isProcessAlive(pid), 15_000)).toBe(true);
+    expect(processesMatching(connectionFile)).toEqual([]);
   });
 });
 

@@ -7,19 +7,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AbortedError } from "../../src/errors.js";
 import { KernelExecutor } from "../../src/execution/kernel-executor.js";
 import type { Execution, ExecutionEvent } from "../../src/execution/types.js";
-import type { Kernel } from "../../src/kernels/kernel.js";
-import type { StartKernelOptions } from "../../src/kernels/kernel-manager.js";
 import type { JupyterMessage } from "../../src/kernels/messages.js";
-import {
-  createFakeManager,
-  type FakeManager,
-  isProcessAlive,
-  waitForStatus,
-  within,
-} from "../fakes/fake-kernelspec.js";
+import { createFakeManager, type FakeManager, waitForStatus, within } from "../fakes/fake-kernelspec.js";
+import { isProcessAlive } from "../support/processes.js";
 
 let fake: FakeManager;
-const executors: KernelExecutor[] = [];
 
 beforeAll(async () => {
   fake = await createFakeManager({
@@ -32,8 +24,7 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
-  for (const executor of executors.splice(0)) await executor.dispose();
-  await fake.manager.disposeAll();
+  await fake.disposeAll();
   expect(fake.leftovers()).toEqual([]);
 });
 
@@ -41,18 +32,9 @@ afterAll(async () => {
   await fake?.cleanup();
 });
 
-async function startKernel(
-  options: StartKernelOptions = {},
-): Promise<{ kernel: Kernel; executor: KernelExecutor }> {
-  const kernel = await fake.manager.start({ name: "fake", ...options });
-  const executor = new KernelExecutor(kernel);
-  executors.push(executor);
-  return { kernel, executor };
-}
-
 describe("start and shutdown", () => {
   it("starts a kernel that answered kernel_info_request, and shuts it down politely", async () => {
-    const { kernel, executor } = await startKernel();
+    const { kernel, executor } = await fake.startKernel();
     expect(kernel.status).toBe("idle");
     expect(kernel.info).toMatchObject({
       status: "ok",
@@ -78,7 +60,7 @@ describe("start and shutdown", () => {
   });
 
   it("shutdown_request ends a kernel even while it is busy", async () => {
-    const { kernel, executor } = await startKernel();
+    const { kernel, executor } = await fake.startKernel();
     const pid = kernel.pid!;
     const running = executor.execute("print:started\nsleep:60000");
     await waitForStatus(kernel, "busy");
@@ -88,7 +70,7 @@ describe("start and shutdown", () => {
   });
 
   it("dispose uses SIGTERM when the kernel does not answer shutdown_request", async () => {
-    const { kernel } = await startKernel({
+    const { kernel } = await fake.startKernel({
       envOverrides: { FAKE_IGNORE_SHUTDOWN_REQUEST: "1" },
       shutdownStepMs: 600,
     });
@@ -100,7 +82,7 @@ describe("start and shutdown", () => {
 
 describe("outputs", () => {
   it("collects streams, results and displays into the record, in order", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const events: ExecutionEvent[] = [];
     const stdout: string[] = [];
     const execution = await executor.execute(
@@ -142,7 +124,7 @@ describe("outputs", () => {
   });
 
   it("counts executions, except those not stored in history", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     expect((await executor.execute("print:1")).execution_count).toBe(1);
     expect((await executor.execute("print:2")).execution_count).toBe(2);
     expect((await executor.execute("print:3", { storeHistory: false })).execution_count).toBe(2);
@@ -152,7 +134,7 @@ describe("outputs", () => {
   });
 
   it("updates a display by its display_id and honours clear_output", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const events: ExecutionEvent[] = [];
     const execution = await executor.execute(
       ["display:bar:0%", "print:working", "update:bar:100%", "display:other:x"].join("\n"),
@@ -178,7 +160,7 @@ describe("outputs", () => {
   });
 
   it("records an error with its category and an ANSI-free traceback", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const errors: string[] = [];
     const failed = await executor.execute(
       "print:before\nerror:NameError:name 'x' is not defined\nprint:after",
@@ -207,7 +189,7 @@ describe("outputs", () => {
 
 describe("stdin", () => {
   it("answers input requests line by line from a string", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const execution = await executor.execute("input:First name? \ninput:Last name? ", {
       stdin: "Ada\nLovelace",
     });
@@ -216,14 +198,14 @@ describe("stdin", () => {
   });
 
   it("is ready for input() as soon as the kernel is, even if its stdin socket comes up last", async () => {
-    const { executor } = await startKernel({ envOverrides: { FAKE_STDIN_DELAY_MS: "400" } });
+    const { executor } = await fake.startKernel({ envOverrides: { FAKE_STDIN_DELAY_MS: "400" } });
     const execution = await within(executor.execute("input:Name? ", { stdin: "Ada" }), 20_000, "input()");
     expect(execution.status).toBe("completed");
     expect(execution.stdout).toBe("Ada\n");
   });
 
   it("asks a function with the prompt and the password flag", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const asked: Array<[string, boolean]> = [];
     const execution = await executor.execute("input:Name: \npassword:Secret: ", {
       stdin: async (prompt, password) => {
@@ -239,7 +221,7 @@ describe("stdin", () => {
   });
 
   it("without stdin, input() fails clearly instead of hanging", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const execution = await executor.execute("input:Name? ");
     expect(execution.status).toBe("failed");
     expect(execution.error?.name).toBe("StdinNotImplementedError");
@@ -248,7 +230,7 @@ describe("stdin", () => {
 
 describe("queueing and stop-on-error", () => {
   it("runs executions one at a time in FIFO order", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const order: string[] = [];
     const runs = ["a", "b", "c"].map((name) =>
       executor.execute(`sleep:20\nprint:${name}`, { onStdout: (text) => order.push(text.trim()) }),
@@ -261,7 +243,7 @@ describe("queueing and stop-on-error", () => {
   });
 
   it("by default cancels the executions queued behind a failing one, naming it", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const failing = executor.execute("error:ValueError:boom");
     const behind = [executor.execute("print:one"), executor.execute("print:two")];
     const first = await failing;
@@ -279,7 +261,7 @@ describe("queueing and stop-on-error", () => {
   });
 
   it("with stopOnError false, the executions behind a failing one still run", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const failing = executor.execute("error:ValueError:boom", { stopOnError: false });
     const behind = [executor.execute("print:one"), executor.execute("print:two")];
     expect((await failing).status).toBe("failed");
@@ -293,14 +275,14 @@ describe("queueing and stop-on-error", () => {
 
 describe("cancellation", () => {
   it("an already aborted signal cancels at once", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const execution = await executor.execute("print:x", { signal: AbortSignal.abort() });
     expect(execution).toMatchObject({ status: "cancelled", stdout: "", started_at: null });
     expect(execution.error?.category).toBe("cancelled");
   });
 
   it("cancels a queued execution without running it", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const controller = new AbortController();
     const running = executor.execute("sleep:200\nprint:first");
     const queued = executor.execute("print:never", { signal: controller.signal });
@@ -316,7 +298,7 @@ describe("cancellation", () => {
   });
 
   it("cancels a running execution by interrupting the kernel with SIGINT, keeping its state", async () => {
-    const { kernel, executor } = await startKernel();
+    const { kernel, executor } = await fake.startKernel();
     const pid = kernel.pid;
     const control: JupyterMessage[] = [];
     kernel.onMessage((message) => {
@@ -337,7 +319,7 @@ describe("cancellation", () => {
   });
 
   it("with interrupt_mode message, interrupts with interrupt_request on control", async () => {
-    const { kernel, executor } = await startKernel({ name: "fake-message" });
+    const { kernel, executor } = await fake.startKernel({ name: "fake-message" });
     expect(kernel.spec.interrupt_mode).toBe("message");
     const pid = kernel.pid;
     const control: JupyterMessage[] = [];
@@ -353,16 +335,16 @@ describe("cancellation", () => {
   });
 
   it("interrupt() while idle leaves the kernel usable", async () => {
-    const { kernel, executor } = await startKernel({ name: "fake-message" });
+    const { kernel, executor } = await fake.startKernel({ name: "fake-message" });
     await kernel.interrupt();
-    const { kernel: signalled, executor: other } = await startKernel();
+    const { kernel: signalled, executor: other } = await fake.startKernel();
     await signalled.interrupt();
     expect((await executor.execute("print:a")).status).toBe("completed");
     expect((await other.execute("print:b")).status).toBe("completed");
   });
 
   it("executor.dispose cancels what is queued and running", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const running = executor.execute("print:started\nsleep:60000", {
       onStdout: () => void executor.dispose(),
     });
@@ -376,7 +358,7 @@ describe("cancellation", () => {
 
 describe("restart", () => {
   it("replaces the process; the executor keeps working and the count starts over", async () => {
-    const { kernel, executor } = await startKernel();
+    const { kernel, executor } = await fake.startKernel();
     const pid = kernel.pid!;
     await executor.execute("print:1");
     expect((await executor.execute("print:2")).execution_count).toBe(2);
@@ -394,7 +376,7 @@ describe("restart", () => {
   });
 
   it("executions submitted during a restart run once it is done", async () => {
-    const { kernel, executor } = await startKernel();
+    const { kernel, executor } = await fake.startKernel();
     const restarting = kernel.restart();
     const waiting = executor.execute("print:waited");
     expect(kernel.status).toBe("restarting");
