@@ -87,6 +87,11 @@ class Job {
   startedAt = 0;
   timers: NodeJS.Timeout[] = [];
   stdinLines: string[] | undefined;
+  /** The kernel announced the code (execute_input): an interrupt now reaches it. */
+  codeStarted = false;
+  /** An interrupt waiting for the code to start. */
+  onCodeStarted: (() => void) | undefined;
+  interrupted = false;
   detachSignal: (() => void) | undefined;
 
   constructor(record: Execution, options: ExecuteOptions, streamBytes: number, richBytes: number) {
@@ -337,6 +342,9 @@ export class KernelExecutor {
       case "execute_input": {
         const count = (message.content as { execution_count?: unknown }).execution_count;
         if (typeof count === "number") job.record.execution_count = count;
+        job.codeStarted = true;
+        job.onCodeStarted?.();
+        job.onCodeStarted = undefined;
         return;
       }
       case "stream": {
@@ -479,17 +487,34 @@ export class KernelExecutor {
   }
 
   /** Timeout or cancel of the running job: interrupt, then restart the kernel if it stays busy. */
+  /**
+   * Timeout or cancel of the running job: interrupt, then restart the kernel if it stays busy.
+   * A kernel drops an interrupt that arrives before it runs the code (ipykernel installs its
+   * SIGINT handler only around execution), so the interrupt waits for `execute_input`, which is
+   * sent once the handler is in place; a kernel that never announces the code is interrupted
+   * after the grace period anyway. The grace period before a restart starts at the interrupt.
+   */
   #stopRunning(job: Job, reason: StopReason): void {
     if (this.#current !== job || job.stopReason) return;
     job.stopReason = reason;
-    this.kernel.interrupt().catch(() => undefined);
-    job.timers.push(
-      setTimeout(() => {
-        if (this.#current !== job) return;
-        // The code ignored the interrupt. Restarting loses the kernel's state but frees it.
-        this.kernel.restart({ now: true }).catch(() => undefined);
-      }, this.#options.interruptGraceMs),
-    );
+    const graceMs = this.#options.interruptGraceMs;
+    const interrupt = () => {
+      if (this.#current !== job || job.interrupted) return;
+      job.interrupted = true;
+      this.kernel.interrupt().catch(() => undefined);
+      job.timers.push(
+        setTimeout(() => {
+          if (this.#current !== job) return;
+          // The code ignored the interrupt. Restarting loses the kernel's state but frees it.
+          this.kernel.restart({ now: true }).catch(() => undefined);
+        }, graceMs),
+      );
+    };
+    if (job.codeStarted) interrupt();
+    else {
+      job.onCodeStarted = interrupt;
+      job.timers.push(setTimeout(interrupt, graceMs));
+    }
   }
 
   #cancel(job: Job): void {

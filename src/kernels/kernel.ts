@@ -1,9 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { rm } from "node:fs/promises";
+import { chmod, mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { AbortedError } from "../errors.js";
-import type { Sandbox, SandboxProcess } from "../sandbox/types.js";
+import type { ProcessExit, Sandbox, SandboxProcess } from "../sandbox/types.js";
 import { deadlineSignal, delay, raceSignal } from "../util/abort.js";
-import { endpoint, newConnectionInfo, writeConnectionFile } from "./connection.js";
+import { type ConnectionInfo, endpoint, newConnectionInfo, writeConnectionFile } from "./connection.js";
 import { KernelDiedError, KernelStartError } from "./errors.js";
 import { Heartbeat, type HeartbeatOptions } from "./heartbeat.js";
 import {
@@ -85,8 +86,12 @@ export class Kernel {
   #connection: KernelConnection | undefined;
   #heartbeat: Heartbeat | undefined;
   #connectionFile: string | undefined;
+  /** With the ipc transport: the directory holding the connection file and the sockets. */
+  #socketDir: string | undefined;
   /** Bumped on every launch so exits of replaced processes are ignored. */
   #generation = 0;
+  /** False from a launch until the kernel answered; exits meanwhile are start failures. */
+  #ready = false;
   /** True while runcell itself is stopping the process (restart, dispose). */
   #stopping = false;
   #disposed: Promise<ShutdownPath> | undefined;
@@ -104,7 +109,7 @@ export class Kernel {
   /** Launches a kernel and resolves once it has answered `kernel_info_request` and iopub flows. */
   static async start(options: KernelStartOptions): Promise<Kernel> {
     const kernel = new Kernel(options);
-    await kernel.#launch(options.signal);
+    await kernel.#launchWithRetry(options.signal);
     return kernel;
   }
 
@@ -195,11 +200,12 @@ export class Kernel {
 
   /**
    * Interrupts the running code: SIGINT to the kernel's process group, or an `interrupt_request`
-   * on control when the kernelspec's `interrupt_mode` is `message`.
+   * on control when the kernelspec's `interrupt_mode` is `message` or the sandbox does not
+   * forward signals (ipykernel then signals its own process group).
    */
   async interrupt(signal?: AbortSignal): Promise<void> {
     if (this.#status === "dead" || !this.#process) throw this.#deadError("cannot interrupt");
-    if (this.spec.interrupt_mode === "message") {
+    if (this.spec.interrupt_mode === "message" || !this.#options.sandbox.forwardsSignals) {
       await this.request("control", "interrupt_request", {}, { signal: signal ?? deadlineSignal(5000) });
     } else {
       this.#process.signalGroup("SIGINT");
@@ -218,7 +224,7 @@ export class Kernel {
       await this.#stopProcess(options.now ? "kill" : "polite", true);
       this.#death = undefined;
       try {
-        await this.#launch(options.signal);
+        await this.#launchWithRetry(options.signal);
       } catch (error) {
         this.#markDead({
           reason: "start_failed",
@@ -251,31 +257,67 @@ export class Kernel {
     return this.#disposed;
   }
 
+  /**
+   * A TCP port is free when chosen but bound only later by the kernel, so another process can
+   * take it in between. A start that failed that way is retried with fresh ports (twice at most).
+   */
+  async #launchWithRetry(signal?: AbortSignal): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#launch(signal);
+      } catch (error) {
+        const portTaken =
+          error instanceof KernelStartError &&
+          /address already in use|EADDRINUSE/i.test(error.data?.stderr ?? "");
+        if (!portTaken || attempt >= 3 || signal?.aborted || this.#options.sandbox.kernelTransport === "ipc")
+          throw error;
+      }
+    }
+  }
+
   async #launch(signal?: AbortSignal): Promise<void> {
     const generation = ++this.#generation;
     const options = this.#options;
-    const info = await newConnectionInfo(this.spec.name);
-    this.#connectionFile = await writeConnectionFile(options.runtimeDir, this.id, info);
+    // A kernel in its own network namespace is reached through Unix sockets in a directory of its
+    // own, mounted into the sandbox at the same path; one on the host network through loopback TCP.
+    let info: ConnectionInfo;
+    let binds: Array<{ path: string; writable: boolean; target?: string }> = [];
+    if (options.sandbox.kernelTransport === "ipc") {
+      this.#socketDir = join(options.runtimeDir, `k-${this.id}`);
+      await rm(this.#socketDir, { recursive: true, force: true });
+      await mkdir(this.#socketDir, { mode: 0o700 });
+      // The kernel runs as another uid; the runtime dir above stays 0700, so only it gets in.
+      await chmod(this.#socketDir, 0o777);
+      info = await newConnectionInfo(this.spec.name, {
+        kind: "ipc",
+        ipcPrefix: join(this.#socketDir, "kernel"),
+      });
+      this.#connectionFile = await writeConnectionFile(this.#socketDir, this.id, info, 0o644);
+      binds = [{ path: this.#socketDir, writable: true }];
+    } else {
+      info = await newConnectionInfo(this.spec.name);
+      this.#connectionFile = await writeConnectionFile(options.runtimeDir, this.id, info);
+    }
     const env = { ...options.env, ...this.spec.env, ...options.envOverrides };
     const argv = [...kernelArgv(this.spec, this.#connectionFile), ...(options.extraArguments ?? [])];
     const historyFile = options.ipythonHistoryFile === undefined ? ":memory:" : options.ipythonHistoryFile;
     if (historyFile !== null && isIPythonKernel(this.spec))
       argv.push(`--HistoryManager.hist_file=${historyFile}`);
-    const proc = await options.sandbox.spawn({
-      argv,
-      env,
-      cwd: options.cwd,
-    });
+    const proc = await options.sandbox.spawn({ argv, env, cwd: options.cwd, binds });
     this.#process = proc;
-    void proc.exited.then((exit) => {
-      if (generation !== this.#generation || this.#stopping) return;
+    const onExit = (exit: ProcessExit) =>
       this.#markDead({
         reason: "exited",
         exit_code: exit.code,
         signal: exit.signal,
         stderr: proc.stderrTail(),
       });
+    void proc.exited.then((exit) => {
+      // An exit during start is the start's failure (#waitReady reports it, and may retry).
+      if (generation !== this.#generation || this.#stopping || !this.#ready) return;
+      onExit(exit);
     });
+    this.#ready = false;
     const connection = new KernelConnection(info, {
       maxMessageBytes: options.maxMessageBytes ?? 64 * 1024 * 1024,
       onReject: (rejected) => {
@@ -308,8 +350,7 @@ export class Kernel {
         signal: exit?.signal ?? null,
         stderr,
       };
-      // Through #setStatus, so listeners (an executor with queued work, during a restart) hear of it.
-      this.#setStatus("dead");
+      // The status becomes dead in #launchWithRetry, once no retry follows.
       throw new KernelStartError(
         stderr ? `${why}\n--- kernel stderr ---\n${stderr.trimEnd()}` : why,
         stderr,
@@ -328,7 +369,10 @@ export class Kernel {
       );
       this.#heartbeat.start();
     }
+    this.#ready = true;
     this.#setStatus("idle");
+    // Exited in the instant between the readiness check and now: nobody else will notice.
+    if (proc.exitStatus) onExit(proc.exitStatus);
   }
 
   /**
@@ -471,6 +515,7 @@ export class Kernel {
   async #removeConnectionFile(): Promise<void> {
     const file = this.#connectionFile;
     if (file) await rm(file, { force: true }).catch(() => undefined);
+    if (this.#socketDir) await rm(this.#socketDir, { recursive: true, force: true }).catch(() => undefined);
   }
 
   #setStatus(status: KernelStatus): void {

@@ -32,6 +32,7 @@
  *
  * Fault switches (environment):
  *   FAKE_FAIL_ON_START=1            exit 1 with a message on stderr before binding
+ *   FAKE_PORT_TAKEN_ONCE=FILE       the first start (while FILE does not exist) fails with EADDRINUSE
  *   FAKE_ENV_FILE=P                 when file P exists, its KEY=VALUE lines are read at start and
  *                                   override the environment (lets a test change later starts)
  *   FAKE_STARTUP_DELAY_MS=N         wait N ms before binding
@@ -43,7 +44,7 @@
  *   FAKE_NO_IDLE=1                  no idle status after execute_request
  */
 import { createHmac, randomUUID, timingSafeEqual } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import * as zmq from "zeromq";
 
 const env = { ...process.env };
@@ -81,6 +82,14 @@ const file = connectionFileFromArgs(process.argv.slice(2));
 if (!file) {
   log("usage: fake-kernel.mjs -f CONNECTION_FILE");
   process.exit(2);
+}
+
+// Fails the way a kernel does whose port was taken between choosing and binding it, as long as
+// the marker file does not exist yet (so exactly the first start fails).
+if (env.FAKE_PORT_TAKEN_ONCE && !existsSync(env.FAKE_PORT_TAKEN_ONCE)) {
+  writeFileSync(env.FAKE_PORT_TAKEN_ONCE, "taken");
+  log("zmq.error.ZMQError: Address already in use (addr='tcp://127.0.0.1:5555')");
+  process.exit(1);
 }
 
 if (env.FAKE_FAIL_ON_START === "1") {

@@ -3,33 +3,26 @@
  * its heartbeat, fails to start or refuses to shut down. Every wait is bounded by the engine's
  * own (small) timeouts or by `within`/`waitForStatus`.
  */
+import { existsSync, rmSync } from "node:fs";
 import { readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { KernelExecutor, type KernelExecutorOptions } from "../../src/execution/kernel-executor.js";
 import type { RejectReason } from "../../src/kernels/codec.js";
 import { KernelStartError } from "../../src/kernels/errors.js";
-import type { Kernel } from "../../src/kernels/kernel.js";
 import type { StartKernelOptions } from "../../src/kernels/kernel-manager.js";
 import type { Channel } from "../../src/kernels/messages.js";
-import {
-  createFakeManager,
-  type FakeManager,
-  isProcessAlive,
-  waitForStatus,
-  within,
-} from "../fakes/fake-kernelspec.js";
+import { createFakeManager, type FakeManager, waitForStatus, within } from "../fakes/fake-kernelspec.js";
+import { isProcessAlive } from "../support/processes.js";
 
 let fake: FakeManager;
-const executors: KernelExecutor[] = [];
 
 beforeAll(async () => {
   fake = await createFakeManager();
 });
 
 afterEach(async () => {
-  for (const executor of executors.splice(0)) await executor.dispose();
-  await fake.manager.disposeAll();
+  await fake.disposeAll();
   expect(fake.leftovers()).toEqual([]);
   expect(await readdir(fake.runtimeDir)).toEqual([]);
 });
@@ -38,19 +31,9 @@ afterAll(async () => {
   await fake?.cleanup();
 });
 
-async function startKernel(
-  options: StartKernelOptions = {},
-  executorOptions: KernelExecutorOptions = {},
-): Promise<{ kernel: Kernel; executor: KernelExecutor }> {
-  const kernel = await fake.manager.start({ name: "fake", ...options });
-  const executor = new KernelExecutor(kernel, executorOptions);
-  executors.push(executor);
-  return { kernel, executor };
-}
-
 describe("timeouts", () => {
   it("an execution that never replies times out, and the kernel is restarted", async () => {
-    const { kernel, executor } = await startKernel({}, { interruptGraceMs: 200 });
+    const { kernel, executor } = await fake.startKernel({}, { interruptGraceMs: 200 });
     const pid = kernel.pid!;
     const execution = await executor.execute("hang", { timeoutMs: 200 });
     expect(execution.status).toBe("timed_out");
@@ -68,7 +51,7 @@ describe("timeouts", () => {
   });
 
   it("an interruptible execution times out and the kernel keeps its process", async () => {
-    const { kernel, executor } = await startKernel();
+    const { kernel, executor } = await fake.startKernel();
     const pid = kernel.pid;
     // The limit must outlast the request's trip to the kernel: an interrupt that arrives before
     // the code runs is ignored (as by a real kernel) and would turn this into a restart.
@@ -82,7 +65,7 @@ describe("timeouts", () => {
   });
 
   it("an execute_reply without the idle status does not complete the execution", async () => {
-    const { kernel, executor } = await startKernel(
+    const { kernel, executor } = await fake.startKernel(
       { envOverrides: { FAKE_NO_IDLE: "1" } },
       { interruptGraceMs: 100 },
     );
@@ -97,7 +80,7 @@ describe("timeouts", () => {
   });
 
   it("a hung execution also ends the ones queued behind it", async () => {
-    const { executor } = await startKernel({}, { interruptGraceMs: 100 });
+    const { executor } = await fake.startKernel({}, { interruptGraceMs: 100 });
     const hung = executor.execute("hang", { timeoutMs: 100 });
     const queued = executor.execute("print:behind");
     const [first, second] = await within(Promise.all([hung, queued]), 20_000, "the executions");
@@ -109,7 +92,7 @@ describe("timeouts", () => {
 
 describe("kernel death", () => {
   it("a kernel dying mid-run fails the execution with its exit code and stderr tail", async () => {
-    const { kernel, executor } = await startKernel();
+    const { kernel, executor } = await fake.startKernel();
     const pid = kernel.pid!;
     const dying = executor.execute("die:3", { stopOnError: false });
     const queued = [executor.execute("print:never"), executor.execute("print:never again")];
@@ -140,7 +123,7 @@ describe("kernel death", () => {
   });
 
   it("with stopOnError by default, the executions behind the dead one are aborted", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const dying = executor.execute("die:5");
     const queued = executor.execute("print:never");
     const [first, second] = await within(Promise.all([dying, queued]), 20_000, "the executions");
@@ -150,7 +133,7 @@ describe("kernel death", () => {
   });
 
   it("a kernel killed while idle is reported dead with the signal", async () => {
-    const { kernel, executor } = await startKernel();
+    const { kernel, executor } = await fake.startKernel();
     const deadSeen = waitForStatus(kernel, "dead");
     process.kill(kernel.pid!, "SIGKILL");
     await deadSeen;
@@ -160,7 +143,7 @@ describe("kernel death", () => {
   });
 
   it("a lost heartbeat marks the kernel dead and fails the running execution", async () => {
-    const { kernel, executor } = await startKernel({
+    const { kernel, executor } = await fake.startKernel({
       envOverrides: { FAKE_NO_HEARTBEAT: "1" },
       heartbeat: { intervalMs: 50, timeoutMs: 100, maxMissed: 2 },
     });
@@ -178,7 +161,7 @@ describe("kernel death", () => {
 
 describe("output floods", () => {
   it("a flood of stream messages is truncated to its head and tail", async () => {
-    const { executor } = await startKernel();
+    const { executor } = await fake.startKernel();
     const lines = Array.from({ length: 3000 }, (_, i) => `line ${i}\n`);
     const total = lines.join("").length;
     const execution = await executor.execute("flood:3000", { outputBytes: 1000 });
@@ -200,7 +183,7 @@ describe("output floods", () => {
 describe("hostile or broken messages", () => {
   async function startWithRejectLog(options: StartKernelOptions = {}) {
     const rejects: Array<[Channel, RejectReason, string]> = [];
-    const started = await startKernel({
+    const started = await fake.startKernel({
       ...options,
       onReject: ({ channel, reason, detail }) => rejects.push([channel, reason, detail]),
     });
@@ -300,6 +283,18 @@ describe("start failures", () => {
     expect(fake.manager.kernels).toEqual([]);
   });
 
+  it("a start whose port was taken meanwhile is retried with fresh ports", async () => {
+    const marker = join(tmpdir(), `runcell-port-taken-${process.pid}-${Date.now()}`);
+    const kernel = await fake.manager.start({ name: "fake", envOverrides: { FAKE_PORT_TAKEN_ONCE: marker } });
+    try {
+      expect(existsSync(marker)).toBe(true); // the first attempt did fail
+      expect(kernel.status).toBe("idle");
+    } finally {
+      await kernel.dispose();
+      rmSync(marker, { force: true });
+    }
+  });
+
   it("a kernel slower than startTimeoutMs fails with KernelStartError and leaves no process", async () => {
     const error = await fake.manager
       .start({ name: "fake", envOverrides: { FAKE_STARTUP_DELAY_MS: "60000" }, startTimeoutMs: 300 })
@@ -325,7 +320,7 @@ describe("start failures", () => {
   it("a restart whose process exits on start marks the kernel dead and ends waiting executions", async () => {
     const envFile = join(fake.runtimeDir, "..", `${fake.tag}-restart-exits.env`);
     try {
-      const { kernel, executor } = await startKernel({ envOverrides: { FAKE_ENV_FILE: envFile } });
+      const { kernel, executor } = await fake.startKernel({ envOverrides: { FAKE_ENV_FILE: envFile } });
       await writeFile(envFile, "FAKE_FAIL_ON_START=1\n");
       const restarting = kernel.restart().catch((e: unknown) => e);
       const waiting = executor.execute("print:waiting");
@@ -344,7 +339,7 @@ describe("start failures", () => {
   it("an aborted restart marks the kernel dead, tells listeners, and ends waiting executions", async () => {
     const envFile = join(fake.runtimeDir, "..", `${fake.tag}-restart-slow.env`);
     try {
-      const { kernel, executor } = await startKernel({ envOverrides: { FAKE_ENV_FILE: envFile } });
+      const { kernel, executor } = await fake.startKernel({ envOverrides: { FAKE_ENV_FILE: envFile } });
       await writeFile(envFile, "FAKE_STARTUP_DELAY_MS=60000\n");
       const deadSeen = waitForStatus(kernel, "dead");
       const controller = new AbortController();
@@ -366,7 +361,7 @@ describe("start failures", () => {
 
 describe("shutdown", () => {
   it("a kernel ignoring shutdown_request and SIGTERM is killed with SIGKILL", async () => {
-    const { kernel } = await startKernel({
+    const { kernel } = await fake.startKernel({
       envOverrides: { FAKE_IGNORE_SHUTDOWN: "1" },
       shutdownStepMs: 200,
     });
@@ -378,7 +373,7 @@ describe("shutdown", () => {
   });
 
   it("disposing a dead kernel reports already_dead", async () => {
-    const { kernel, executor } = await startKernel();
+    const { kernel, executor } = await fake.startKernel();
     await executor.execute("die:0");
     await waitForStatus(kernel, "dead");
     expect(await kernel.dispose()).toBe("already_dead");
@@ -386,7 +381,7 @@ describe("shutdown", () => {
 
   it("disposeAll stops every kernel of the manager at once", async () => {
     // Started one after the other: concurrent starts can race for the same free port.
-    const kernels = [await startKernel(), await startKernel()];
+    const kernels = [await fake.startKernel(), await fake.startKernel()];
     const pids = kernels.map(({ kernel }) => kernel.pid!);
     expect(fake.leftovers().sort()).toEqual([...pids].sort());
     await fake.manager.disposeAll();
