@@ -1,6 +1,14 @@
 import { loadConfig, type RuncellConfig } from "../config/config.js";
 import { KernelManager } from "../kernels/kernel-manager.js";
+import { existsSync } from "node:fs";
+import { prepareRuntimeDir } from "../kernels/kernel-manager.js";
+import { Runner } from "../runner/runner.js";
+import { detectCgroups } from "../sandbox/cgroups.js";
 import { HostSandbox } from "../sandbox/host-sandbox.js";
+import { SandboxFactory, type SandboxMode } from "../sandbox/sandbox-factory.js";
+import { UsageError } from "./errors.js";
+
+const BWRAP = "/usr/bin/bwrap";
 
 /** What every command gets: streams, config, and the resources it must release. */
 export interface CliContext {
@@ -9,6 +17,8 @@ export interface CliContext {
   config: RuncellConfig;
   /** Lazily created; disposed by main() on exit and on SIGINT/SIGTERM. */
   kernels(): KernelManager;
+  /** The one-shot runner for a sandbox mode; refuses `bwrap` when bubblewrap is missing. */
+  runner(mode: SandboxMode): Promise<Runner>;
   /** Fires when the user interrupts (SIGINT/SIGTERM). */
   signal: AbortSignal;
 }
@@ -21,6 +31,22 @@ export function createContext(signal: AbortSignal): CliContext & { dispose(): Pr
     stderr: process.stderr,
     config,
     signal,
+    runner: async (mode) => {
+      if (mode === "bwrap" && !existsSync(BWRAP)) {
+        throw new UsageError(
+          "bubblewrap is not installed, so code cannot be confined: install it (apt-get install bubblewrap), " +
+            "or pass --sandbox none to run unconfined (trusted code only)",
+        );
+      }
+      await prepareRuntimeDir(config.runtimeDir, { sandboxed: mode === "bwrap" });
+      const cgroups = mode === "bwrap" ? await detectCgroups().catch(() => null) : null;
+      const sandboxes = new SandboxFactory({
+        mode,
+        cgroups: cgroups?.support.version === "none" ? null : cgroups,
+        runtimeDir: config.runtimeDir,
+      });
+      return new Runner({ sandboxes, runtimeDir: config.runtimeDir });
+    },
     kernels: () => {
       manager ??= KernelManager.fromConfig(config, new HostSandbox());
       return manager;

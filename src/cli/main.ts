@@ -9,8 +9,10 @@ import { EXIT, reportError, UsageError } from "./errors.js";
 const HELP = `runcell: run code in real Jupyter kernels.
 
 Usage:
+  runcell exec [-l python|bash|node] [-t SECONDS] [-m MB] [--network] [--workspace DIR] [--json] (-e CODE | FILE | -)
   runcell run NOTEBOOK.ipynb [-o OUT.ipynb] [--kernel NAME] [--timeout SECONDS] [--allow-errors]
   runcell kernels [--json]
+  runcell doctor [--json]
   runcell --version
 
 Run \`runcell COMMAND --help\` for a command's options.`;
@@ -50,6 +52,52 @@ async function dispatch(argv: string[], ctx: ReturnType<typeof createContext>): 
       const { values } = parse(rest, { ...HELP_OPTION, json: { type: "boolean" } }, KERNELS_HELP);
       if (values.help) return printHelp(ctx, KERNELS_HELP);
       return kernelsCommand({ json: Boolean(values.json) }, ctx);
+    }
+    case "exec": {
+      const { EXEC_HELP, execCommand, positiveNumber } = await import("./commands/exec.js");
+      const { values, positionals } = parse(
+        rest,
+        {
+          ...HELP_OPTION,
+          eval: { type: "string", short: "e" },
+          language: { type: "string", short: "l" },
+          timeout: { type: "string", short: "t" },
+          memory: { type: "string", short: "m" },
+          network: { type: "boolean" },
+          workspace: { type: "string" },
+          "read-only": { type: "boolean" },
+          json: { type: "boolean" },
+          sandbox: { type: "string" },
+        },
+        EXEC_HELP,
+      );
+      if (values.help) return printHelp(ctx, EXEC_HELP);
+      if (positionals.length > 1) throw new UsageError(`exec takes at most one FILE\n\n${EXEC_HELP}`);
+      const sandbox = values.sandbox ?? "bwrap";
+      if (sandbox !== "bwrap" && sandbox !== "none")
+        throw new UsageError(`--sandbox takes bwrap or none, not ${JSON.stringify(sandbox)}`);
+      return execCommand(
+        {
+          code: values.eval,
+          file: positionals[0],
+          language: values.language ?? "python",
+          timeoutSeconds: positiveNumber("--timeout", values.timeout, 600),
+          memoryMb: positiveNumber("--memory", values.memory, 4096),
+          network: Boolean(values.network),
+          workspace: values.workspace,
+          readOnly: Boolean(values["read-only"]),
+          json: Boolean(values.json),
+          sandbox,
+        },
+        ctx,
+      );
+    }
+    case "doctor": {
+      const { DOCTOR_HELP, doctorCommand } = await import("./commands/doctor.js");
+      const { values, positionals } = parse(rest, { ...HELP_OPTION, json: { type: "boolean" } }, DOCTOR_HELP);
+      if (values.help) return printHelp(ctx, DOCTOR_HELP);
+      if (positionals.length > 0) throw new UsageError(`doctor takes no arguments\n\n${DOCTOR_HELP}`);
+      return doctorCommand({ json: Boolean(values.json) }, ctx);
     }
     case "run": {
       const { parseTimeout, RUN_HELP, runCommand } = await import("./commands/run.js");

@@ -48,8 +48,6 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   kernelEnv.PATH ??= "/usr/local/bin:/usr/bin:/bin";
   // Silences debugpy's frozen-modules warning on every kernel start.
   kernelEnv.PYDEVD_DISABLE_FILE_VALIDATION = "1";
-  // ipykernel polls this pid and exits when it goes away: a second guard against orphans.
-  kernelEnv.JPY_PARENT_PID = String(process.pid);
   const uid = process.getuid?.() ?? 0;
   const runtimeDir = env.RUNCELL_RUNTIME_DIR || join(env.XDG_RUNTIME_DIR || tmpdir(), `runcell-${uid}`);
   return Object.freeze({

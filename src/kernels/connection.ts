@@ -5,7 +5,8 @@ import { join } from "node:path";
 
 /** The content of a Jupyter connection file. */
 export interface ConnectionInfo {
-  transport: "tcp";
+  /** `tcp` on loopback, or `ipc`: Unix sockets named `<ip>-<port>`, for kernels in their own network namespace. */
+  transport: "tcp" | "ipc";
   ip: string;
   shell_port: number;
   iopub_port: number;
@@ -69,17 +70,20 @@ async function osFreePorts(count: number, host: string): Promise<number[]> {
   return ports;
 }
 
-/** A fresh connection on loopback with a random 256-bit key. */
-export async function newConnectionInfo(kernelName: string, ip = "127.0.0.1"): Promise<ConnectionInfo> {
-  const [shell, iopub, stdin, control, hb] = (await findFreePorts(5, ip)) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
+/**
+ * A fresh connection with a random 256-bit key: TCP ports free on loopback, or for `ipc` the
+ * socket path prefix `ipcPrefix` (sockets `<prefix>-1` … `<prefix>-5`, in a directory the
+ * caller owns, so nothing can collide).
+ */
+export async function newConnectionInfo(
+  kernelName: string,
+  transport: { kind: "tcp"; ip?: string } | { kind: "ipc"; ipcPrefix: string } = { kind: "tcp" },
+): Promise<ConnectionInfo> {
+  const ip = transport.kind === "ipc" ? transport.ipcPrefix : (transport.ip ?? "127.0.0.1");
+  const ports = transport.kind === "ipc" ? [1, 2, 3, 4, 5] : await findFreePorts(5, ip);
+  const [shell, iopub, stdin, control, hb] = ports as [number, number, number, number, number];
   return {
-    transport: "tcp",
+    transport: transport.kind,
     ip,
     shell_port: shell,
     iopub_port: iopub,
@@ -92,14 +96,19 @@ export async function newConnectionInfo(kernelName: string, ip = "127.0.0.1"): P
   };
 }
 
-/** Writes the connection file readable by its owner only (it holds the signing key). */
-export async function writeConnectionFile(dir: string, id: string, info: ConnectionInfo): Promise<string> {
+/** Writes the connection file, by default readable by its owner only (it holds the signing key). */
+export async function writeConnectionFile(
+  dir: string,
+  id: string,
+  info: ConnectionInfo,
+  mode = 0o600,
+): Promise<string> {
   const path = join(dir, `kernel-${id}.json`);
-  await writeFile(path, JSON.stringify(info, null, 1), { mode: 0o600 });
+  await writeFile(path, JSON.stringify(info, null, 1), { mode });
   return path;
 }
 
-/** `tcp://ip:port` for one channel. */
+/** The ZeroMQ endpoint of one channel: `tcp://ip:port` or `ipc://prefix-port`. */
 export function endpoint(info: ConnectionInfo, port: number): string {
-  return `${info.transport}://${info.ip}:${port}`;
+  return info.transport === "ipc" ? `ipc://${info.ip}-${port}` : `tcp://${info.ip}:${port}`;
 }

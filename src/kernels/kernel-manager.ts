@@ -1,4 +1,6 @@
-import { mkdir } from "node:fs/promises";
+import { chmod, mkdir, stat } from "node:fs/promises";
+import { resolve } from "node:path";
+import { InvalidArgumentError } from "../errors.js";
 import type { RuncellConfig } from "../config/config.js";
 import type { Sandbox } from "../sandbox/types.js";
 import { Kernel, type KernelStartOptions } from "./kernel.js";
@@ -7,7 +9,7 @@ import { findKernelspecs, getKernelspec, type KernelspecInfo, type KernelspecPro
 export interface KernelManagerOptions {
   /** Jupyter data paths to search for kernelspecs. */
   jupyterPaths: readonly string[];
-  /** Private directory for connection files (created 0700). */
+  /** Directory for connection files and kernel sockets (created 0711). */
   runtimeDir: string;
   /** Base environment of every kernel. */
   env: Readonly<Record<string, string>>;
@@ -20,6 +22,29 @@ export interface KernelManagerOptions {
 export type StartKernelOptions = Partial<Omit<KernelStartOptions, "spec" | "sandbox" | "runtimeDir">> & {
   name?: string;
 };
+
+/**
+ * Creates the runtime dir as 0711: others may traverse it but not list it. Sandboxed kernels
+ * run as other uids and must reach their own directory inside it, whose name is a random UUID;
+ * connection files of unsandboxed kernels stay 0600.
+ */
+export async function prepareRuntimeDir(dir: string, options: { sandboxed?: boolean } = {}): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o711 });
+  await chmod(dir, 0o711);
+  if (!options.sandboxed) return;
+  // Sandboxes run as other uids: every directory above must let them through.
+  for (let current = resolve(dir, ".."); ; current = resolve(current, "..")) {
+    const mode = (await stat(current)).mode;
+    if ((mode & 0o001) === 0) {
+      throw new InvalidArgumentError(
+        "RUNTIME_DIR_UNREACHABLE",
+        `sandboxed processes cannot reach the runtime dir ${dir}: ${current} is not searchable by other users ` +
+          `(chmod o+x ${current}, or set RUNCELL_RUNTIME_DIR to a directory under /tmp)`,
+      );
+    }
+    if (current === "/") break;
+  }
+}
 
 /**
  * Finds kernelspecs and starts kernels, and keeps track of every kernel it started so that
@@ -60,7 +85,7 @@ export class KernelManager {
   async start(options: StartKernelOptions = {}): Promise<Kernel> {
     const { name = "python3", ...rest } = options;
     const spec = await this.getKernelspec(name);
-    this.#runtimeReady ??= mkdir(this.#options.runtimeDir, { recursive: true, mode: 0o700 });
+    this.#runtimeReady ??= prepareRuntimeDir(this.#options.runtimeDir);
     await this.#runtimeReady;
     const kernel = await Kernel.start({
       ...this.#options.defaults,

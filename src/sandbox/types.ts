@@ -1,3 +1,6 @@
+import type { Readable } from "node:stream";
+import type { CgroupStats } from "./cgroups-types.js";
+
 /**
  * How any child process of runcell is started and confined. Kernels and one-shot runs go through
  * this interface, so the kernel engine never knows which confinement is in force.
@@ -17,6 +20,10 @@ export interface SpawnOptions {
   cwd?: string;
   /** Bytes of stderr to keep for error reports (the tail is kept). Default 16 KiB. */
   stderrTailBytes?: number;
+  /** `tail` (default): keep the last output bytes for reports; `pipe`: expose stdout and stderr. */
+  output?: "tail" | "pipe";
+  /** Host paths to make visible inside the sandbox, at `target` or else the same path (e.g. a kernel's socket dir). */
+  binds?: Array<{ path: string; writable: boolean; target?: string }>;
 }
 
 /** A live confined process; its owner must call `dispose()`. */
@@ -26,8 +33,13 @@ export interface SandboxProcess {
   readonly exited: Promise<ProcessExit>;
   /** The exit, once known; undefined while running. */
   readonly exitStatus: ProcessExit | undefined;
+  /** With `output: "pipe"`, the process's stdout and stderr; otherwise null. */
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
   /** The last bytes the process wrote to stderr (and stdout), decoded as UTF-8. */
   stderrTail(): string;
+  /** What the whole process tree used (CPU, peak memory, limit hits), where the host measures it. */
+  usage(): Promise<CgroupStats | null>;
   /** Sends a signal to the whole process group (the kernel and the children it started). */
   signalGroup(signal: NodeJS.Signals): void;
   /**
@@ -41,5 +53,15 @@ export interface SandboxProcess {
 export interface Sandbox {
   /** A short name shown in diagnostics, e.g. `host` or `bwrap`. */
   readonly kind: string;
+  /**
+   * How a kernel inside can be reached: `tcp` on loopback when the sandbox shares the host's
+   * network, `ipc` (Unix sockets in a bound directory) when it has a network namespace of its own.
+   */
+  readonly kernelTransport: "tcp" | "ipc";
+  /**
+   * Whether `signalGroup` reaches the confined program itself. bubblewrap does not forward
+   * signals into its namespace, so kernels in it are interrupted with `interrupt_request`.
+   */
+  readonly forwardsSignals: boolean;
   spawn(options: SpawnOptions): Promise<SandboxProcess>;
 }

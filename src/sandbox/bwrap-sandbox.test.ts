@@ -1,0 +1,78 @@
+import { describe, expect, it } from "vitest";
+import { InvalidArgumentError } from "../errors.js";
+import { BwrapSandbox, SANDBOX_UID } from "./bwrap-sandbox.js";
+import { DEFAULT_LIMITS } from "./limits.js";
+
+const sandbox = (network = false, workspace?: { hostPath: string; readOnly: boolean }) =>
+  new BwrapSandbox({
+    policy: { limits: { ...DEFAULT_LIMITS }, network, workspace },
+    cgroups: null,
+    hostUid: 200_123,
+  });
+
+/** The bwrap part of the argv (everything from the bwrap binary on). */
+function bwrapArgs(argv: string[]): string[] {
+  return argv.slice(argv.indexOf("/usr/bin/bwrap"));
+}
+
+describe("BwrapSandbox.buildArgv", () => {
+  it("unshares every namespace, drops to an unprivileged uid and dies with runcell", () => {
+    const args = bwrapArgs(sandbox().buildArgv(["/usr/bin/python3", "-c", "1"]));
+    for (const flag of [
+      "--unshare-all",
+      "--unshare-user",
+      "--die-with-parent",
+      "--new-session",
+      "--disable-userns",
+      "--clearenv",
+    ]) {
+      expect(args).toContain(flag);
+    }
+    expect(args).not.toContain("--share-net");
+    expect(args[args.indexOf("--uid") + 1]).toBe(String(SANDBOX_UID));
+    expect(args.slice(-4)).toEqual(["--", "/usr/bin/python3", "-c", "1"]);
+  });
+
+  it("passes the program's environment with --setenv, never to the launcher chain", () => {
+    const argv = sandbox().buildArgv(["/bin/true"], { LD_PRELOAD: "/evil.so", FOO: "--dev-bind / /" });
+    const bwrapAt = argv.indexOf("/usr/bin/bwrap");
+    const i = argv.indexOf("LD_PRELOAD");
+    expect(i).toBeGreaterThan(bwrapAt);
+    expect(argv[i - 1]).toBe("--setenv");
+    expect(argv[i + 1]).toBe("/evil.so");
+    // A value that looks like a flag stays one argument, after --setenv NAME.
+    expect(argv[argv.indexOf("FOO") + 1]).toBe("--dev-bind / /");
+    expect(() => sandbox().buildArgv(["/bin/true"], { "BAD NAME": "x" })).toThrow(InvalidArgumentError);
+  });
+
+  it("shares the network only when the policy says so, with resolv.conf", () => {
+    const args = bwrapArgs(sandbox(true).buildArgv(["/bin/true"]));
+    expect(args).toContain("--share-net");
+    expect(args.join(" ")).toContain("/etc/resolv.conf");
+    expect(bwrapArgs(sandbox(false).buildArgv(["/bin/true"])).join(" ")).not.toContain("resolv.conf");
+  });
+
+  it("mounts a fresh tmpfs workspace, or the host directory asked for", () => {
+    const fresh = bwrapArgs(sandbox().buildArgv(["/bin/true"]));
+    expect(fresh[fresh.indexOf("/workspace") - 1]).toBe("--tmpfs");
+    const ro = bwrapArgs(sandbox(false, { hostPath: "/data", readOnly: true }).buildArgv(["/bin/true"]));
+    expect(ro.slice(ro.indexOf("/data") - 1, ro.indexOf("/data") + 2)).toEqual([
+      "--ro-bind",
+      "/data",
+      "/workspace",
+    ]);
+  });
+
+  it("sets rlimits as the pooled uid and keeps host /etc, /home and /root out", () => {
+    const argv = sandbox().buildArgv(["/bin/true"]);
+    const joined = argv.join(" ");
+    expect(joined).toMatch(/--fsize=16777216/);
+    expect(joined).toMatch(/--nofile=256/);
+    expect(joined).toMatch(/--core=0/);
+    const args = bwrapArgs(argv);
+    expect(args).not.toContain("/home");
+    expect(args).not.toContain("/root");
+    expect(args).not.toContain("/etc/shadow");
+    expect(args.filter((a) => a === "/etc")).toEqual([]);
+  });
+});

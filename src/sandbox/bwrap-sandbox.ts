@@ -1,0 +1,256 @@
+import { existsSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { InvalidArgumentError } from "../errors.js";
+import { joinCgroupArgv } from "./cgroups.js";
+import type { CgroupHandle, CgroupManager } from "./cgroups-types.js";
+import type { ResourceLimits } from "./limits.js";
+import { ManagedProcess } from "./managed-process.js";
+import type { Sandbox, SandboxProcess, SpawnOptions } from "./types.js";
+
+/** What a confined process may see and use, besides its limits. */
+export interface SandboxPolicy {
+  limits: ResourceLimits;
+  /** Share the host's network. Default false: a network namespace with loopback only. */
+  network: boolean;
+  /**
+   * A host directory mounted at /workspace (read-write unless `readOnly`). Without it the
+   * workspace is a fresh tmpfs of `limits.tmpBytes` that vanishes with the process.
+   */
+  workspace?: { hostPath: string; readOnly: boolean };
+  /** Further host paths mounted read-only at the same path. */
+  readOnlyPaths?: string[];
+  /** Without a memory cgroup, cap each process's address space (RLIMIT_AS) instead. Default true. */
+  addressSpaceFallback?: boolean;
+}
+
+export interface BwrapSandboxOptions {
+  policy: SandboxPolicy;
+  /** Paths of the helper programs; defaults are Debian's. */
+  bwrapPath?: string;
+  setprivPath?: string;
+  prlimitPath?: string;
+  /** Per-tree memory/pids limits and measurements; null when the host has no usable cgroups. */
+  cgroups: CgroupManager | null;
+  /**
+   * Host uid (and gid) the sandbox runs as when runcell is root. Each live sandbox should get its
+   * own so per-uid limits (RLIMIT_NPROC) count that sandbox alone. Ignored when not root.
+   */
+  hostUid?: number;
+  /** Files written once into runcell's runtime dir and mounted as /etc/passwd and /etc/group. */
+  identityFiles?: { passwd: string; group: string };
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** The launcher chain's own environment; the program's is passed with --setenv. */
+const LAUNCHER_ENV: Record<string, string> = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
+
+/** The uid and gid code sees inside every sandbox (a plain user, never root). */
+export const SANDBOX_UID = 1000;
+
+/** /etc entries a program needs to run; everything else in the host's /etc stays hidden. */
+const ETC_ALLOWLIST = [
+  "alternatives",
+  "ld.so.cache",
+  "ld.so.conf",
+  "ld.so.conf.d",
+  "localtime",
+  "timezone",
+  "nsswitch.conf",
+  "host.conf",
+  "gai.conf",
+  "ssl",
+  "ca-certificates",
+  "ca-certificates.conf",
+  "python3",
+  "python3.11",
+  "matplotlibrc",
+  "fonts",
+  "mime.types",
+  "debian_version",
+];
+/** Needed only with network access. */
+const ETC_NETWORK = ["resolv.conf", "hosts"];
+
+/** Top-level host entries that are symlinks into /usr on merged-/usr systems (Debian 12). */
+const USR_LINKS = ["bin", "sbin", "lib", "lib64", "lib32", "libx32"];
+
+/**
+ * Confines processes with bubblewrap: new user, pid, network, ipc, uts and cgroup namespaces;
+ * a read-only view of /usr and an allowlist of /etc; private /tmp, /dev/shm and /workspace;
+ * fresh /proc and /dev; an unprivileged uid, no capabilities, no_new_privs, a new session, and
+ * death with runcell. Limits bubblewrap does not enforce are added here: a cgroup for memory
+ * and pids (joined before exec, so no descendant escapes it) and rlimits for CPU time, file
+ * size, open files and core dumps. Wall time and output size are the caller's to enforce.
+ */
+export class BwrapSandbox implements Sandbox {
+  readonly kind = "bwrap";
+  readonly kernelTransport = "ipc";
+  readonly forwardsSignals = false;
+  readonly policy: SandboxPolicy;
+  readonly #options: BwrapSandboxOptions;
+
+  constructor(options: BwrapSandboxOptions) {
+    this.#options = options;
+    this.policy = options.policy;
+  }
+
+  /** The full argv for `command`: launcher, rlimits, bubblewrap and its mounts. Exposed for tests and logs. */
+  buildArgv(
+    command: string[],
+    env: Record<string, string> = {},
+    binds: SpawnOptions["binds"] = [],
+    cgroupProcs: readonly string[] = [],
+  ): string[] {
+    const { policy } = this;
+    const o = this.#options;
+    const bwrap = o.bwrapPath ?? "/usr/bin/bwrap";
+    const setpriv = o.setprivPath ?? "/usr/bin/setpriv";
+    const prlimit = o.prlimitPath ?? "/usr/bin/prlimit";
+    const limits = policy.limits;
+    const isRoot = process.getuid?.() === 0;
+
+    const sandbox: string[] = [
+      bwrap,
+      "--unshare-all",
+      "--unshare-user",
+      ...(policy.network ? ["--share-net"] : []),
+      "--die-with-parent",
+      "--new-session",
+      "--uid",
+      String(SANDBOX_UID),
+      "--gid",
+      String(SANDBOX_UID),
+      "--disable-userns",
+      "--hostname",
+      "runcell",
+      "--ro-bind",
+      "/usr",
+      "/usr",
+    ];
+    for (const link of USR_LINKS) {
+      if (existsSync(`/${link}`)) sandbox.push("--symlink", `usr/${link}`, `/${link}`);
+    }
+    for (const entry of [...ETC_ALLOWLIST, ...(policy.network ? ETC_NETWORK : [])]) {
+      sandbox.push("--ro-bind-try", `/etc/${entry}`, `/etc/${entry}`);
+    }
+    if (o.identityFiles) {
+      sandbox.push(
+        "--ro-bind",
+        o.identityFiles.passwd,
+        "/etc/passwd",
+        "--ro-bind",
+        o.identityFiles.group,
+        "/etc/group",
+      );
+    }
+    const size = String(limits.tmpBytes);
+    sandbox.push(
+      "--proc",
+      "/proc",
+      "--dev",
+      "/dev",
+      "--size",
+      size,
+      "--tmpfs",
+      "/tmp",
+      "--size",
+      size,
+      "--tmpfs",
+      "/dev/shm",
+      "--dir",
+      "/var",
+      "--symlink",
+      "../tmp",
+      "/var/tmp",
+    );
+    if (policy.workspace) {
+      sandbox.push(
+        policy.workspace.readOnly ? "--ro-bind" : "--bind",
+        policy.workspace.hostPath,
+        "/workspace",
+      );
+    } else {
+      sandbox.push("--size", size, "--tmpfs", "/workspace");
+    }
+    for (const path of policy.readOnlyPaths ?? []) sandbox.push("--ro-bind", path, path);
+    for (const bind of binds)
+      sandbox.push(bind.writable ? "--bind" : "--ro-bind", bind.path, bind.target ?? bind.path);
+    // The program's environment is set by bwrap inside the sandbox: the launcher chain outside
+    // runs as root and must never see caller-supplied variables such as LD_PRELOAD.
+    sandbox.push("--clearenv");
+    for (const [name, value] of Object.entries(env)) {
+      if (!ENV_NAME.test(name))
+        throw new InvalidArgumentError(
+          "INVALID_ENV",
+          `invalid environment variable name ${JSON.stringify(name)}`,
+        );
+      sandbox.push("--setenv", name, value);
+    }
+    sandbox.push("--chdir", "/workspace", "--", ...command);
+
+    // rlimits, set as the unprivileged user so they can only be lowered by what runs inside.
+    const cpuSeconds = Math.max(1, Math.ceil(limits.cpuMs / 1000));
+    const rlimits = [
+      prlimit,
+      `--cpu=${cpuSeconds}:${cpuSeconds + 1}`,
+      `--fsize=${limits.fileBytes}`,
+      `--nofile=${limits.openFiles}`,
+      "--core=0",
+      // A per-sandbox uid makes RLIMIT_NPROC a per-sandbox cap; the pids cgroup is the primary one.
+      ...(isRoot && o.hostUid !== undefined ? [`--nproc=${limits.pids}`] : []),
+      ...(o.cgroups?.support.memory || policy.addressSpaceFallback === false
+        ? []
+        : [`--as=${limits.memoryBytes}`]),
+      "--",
+    ];
+    const identity =
+      isRoot && o.hostUid !== undefined
+        ? ["--reuid", String(o.hostUid), "--regid", String(o.hostUid), "--clear-groups"]
+        : [];
+    // pdeathsig is set after the uid change (setpriv orders it so), which would otherwise clear it.
+    const dropPrivileges = [setpriv, ...identity, "--pdeathsig", "KILL", "--"];
+    // Join the cgroups first, as root and before anything can fork, then drop privileges.
+    return joinCgroupArgv(cgroupProcs, [...dropPrivileges, ...rlimits, ...sandbox]);
+  }
+
+  /** Whether this sandbox enforces a memory limit at all (cgroup, or the RLIMIT_AS fallback). */
+  get enforcesMemory(): boolean {
+    return Boolean(this.#options.cgroups?.support.memory) || this.policy.addressSpaceFallback !== false;
+  }
+
+  /** Whether the pids limit is enforced (pids cgroup, or RLIMIT_NPROC under a per-sandbox uid). */
+  get enforcesPids(): boolean {
+    return (
+      Boolean(this.#options.cgroups?.support.pids) ||
+      (process.getuid?.() === 0 && this.#options.hostUid !== undefined)
+    );
+  }
+
+  async spawn(options: SpawnOptions): Promise<SandboxProcess> {
+    const cgroups = this.#options.cgroups;
+    let cgroup: CgroupHandle | undefined;
+    if (cgroups) {
+      cgroup = await cgroups.create(`sb-${randomUUID()}`, {
+        memoryBytes: cgroups.support.memory ? this.policy.limits.memoryBytes : null,
+        pids: cgroups.support.pids ? this.policy.limits.pids : null,
+      });
+    }
+    try {
+      const proc = await ManagedProcess.spawn({
+        argv: this.buildArgv(options.argv, options.env, options.binds, cgroup?.procsFiles ?? []),
+        env: LAUNCHER_ENV,
+        output: options.output ?? "tail",
+        tailBytes: options.stderrTailBytes,
+        usage: cgroup ? () => cgroup.stats() : undefined,
+        onDispose: async () => {
+          await cgroup?.dispose();
+        },
+      });
+      return proc;
+    } catch (error) {
+      await cgroup?.dispose();
+      throw error;
+    }
+  }
+}

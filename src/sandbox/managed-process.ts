@@ -1,0 +1,165 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import type { Readable } from "node:stream";
+import type { CgroupStats } from "./cgroups-types.js";
+import type { ProcessExit, SandboxProcess } from "./types.js";
+
+/** Process groups still alive, killed synchronously if runcell exits without disposing them. */
+const liveGroups = new Set<number>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on("exit", () => {
+    for (const pgid of liveGroups) {
+      try {
+        process.kill(-pgid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
+/** Keeps the last `capBytes` bytes written to it. */
+export class TailBuffer {
+  #chunks: Buffer[] = [];
+  #bytes = 0;
+  constructor(readonly capBytes: number) {}
+  push(chunk: Buffer): void {
+    this.#chunks.push(chunk);
+    this.#bytes += chunk.length;
+    while (this.#bytes > this.capBytes && this.#chunks.length > 1) {
+      this.#bytes -= this.#chunks.shift()!.length;
+    }
+  }
+  toString(): string {
+    const all = Buffer.concat(this.#chunks);
+    return all.subarray(Math.max(0, all.length - this.capBytes)).toString("utf8");
+  }
+}
+
+export interface ManagedSpawnOptions {
+  argv: string[];
+  env: Record<string, string>;
+  cwd?: string;
+  /** `tail`: keep the last bytes of stdout+stderr for reports; `pipe`: hand both streams to the caller. */
+  output: "tail" | "pipe";
+  tailBytes?: number;
+  /** Runs in dispose() once the process is gone (e.g. removing its cgroup). */
+  onDispose?: () => Promise<void>;
+  /** Reads what the process tree used (from its cgroup); absent when nothing measures it. */
+  usage?: () => Promise<CgroupStats | null>;
+}
+
+/**
+ * A child process in its own session and process group, so one signal reaches it and every
+ * child it started. Its group is SIGKILLed when it exits and when runcell exits.
+ */
+export class ManagedProcess implements SandboxProcess {
+  readonly exited: Promise<ProcessExit>;
+  exitStatus: ProcessExit | undefined;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  readonly #child: ChildProcess;
+  readonly #tail: TailBuffer;
+  readonly #cleanedUp: Promise<void>;
+  readonly #options: ManagedSpawnOptions;
+  #disposing: Promise<void> | undefined;
+
+  private constructor(child: ChildProcess, options: ManagedSpawnOptions) {
+    this.#child = child;
+    this.#tail = new TailBuffer(options.tailBytes ?? 16 * 1024);
+    if (options.output === "tail") {
+      // Drain both pipes so a chatty process can never block on a full pipe.
+      child.stdout?.on("data", (chunk: Buffer) => this.#tail.push(chunk));
+      child.stderr?.on("data", (chunk: Buffer) => this.#tail.push(chunk));
+      this.stdout = null;
+      this.stderr = null;
+    } else {
+      this.stdout = child.stdout;
+      this.stderr = child.stderr;
+    }
+    this.exited = new Promise((resolve) => {
+      child.once("exit", (code, signal) => {
+        this.exitStatus = { code, signal };
+        resolve(this.exitStatus);
+      });
+      child.once("error", () => {
+        this.exitStatus ??= { code: 127, signal: null };
+        resolve(this.exitStatus);
+      });
+    });
+    this.#cleanedUp = this.exited.then(async () => {
+      // The group may outlive its leader (children it started): end it with the leader.
+      this.#killGroup("SIGKILL");
+      liveGroups.delete(this.pid);
+    });
+    this.#options = options;
+  }
+
+  /** Spawns `argv` in a new session; resolves once the process exists (or failed to). */
+  static async spawn(options: ManagedSpawnOptions): Promise<ManagedProcess> {
+    installExitHook();
+    const child = spawn(options.argv[0]!, options.argv.slice(1), {
+      env: options.env,
+      cwd: options.cwd,
+      detached: true, // own session and process group: signals reach the children too
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const proc = new ManagedProcess(child, options);
+    if (child.pid !== undefined) liveGroups.add(child.pid);
+    // Surface spawn failures (ENOENT…) as an exit the caller can report.
+    await new Promise<void>((resolve) => {
+      child.once("spawn", resolve);
+      child.once("error", () => resolve());
+    });
+    return proc;
+  }
+
+  get pid(): number {
+    return this.#child.pid ?? -1;
+  }
+
+  /** Memory, CPU and limit hits of the whole tree, where a cgroup measures them; else null. */
+  usage(): Promise<CgroupStats | null> {
+    return this.#options.usage?.() ?? Promise.resolve(null);
+  }
+
+  stderrTail(): string {
+    return this.#tail.toString();
+  }
+
+  signalGroup(signal: NodeJS.Signals): void {
+    this.#killGroup(signal);
+  }
+
+  #killGroup(signal: NodeJS.Signals): void {
+    if (this.pid <= 0) return;
+    try {
+      process.kill(-this.pid, signal);
+    } catch {
+      // the group is gone already
+    }
+  }
+
+  dispose(graceMs = 2000): Promise<void> {
+    this.#disposing ??= (async () => {
+      if (!this.exitStatus) {
+        this.#killGroup("SIGTERM");
+        let timer: NodeJS.Timeout | undefined;
+        const killed = new Promise<void>((resolve) => {
+          timer = setTimeout(() => {
+            this.#killGroup("SIGKILL");
+            resolve();
+          }, graceMs);
+        });
+        await Promise.race([this.exited, killed]);
+        clearTimeout(timer);
+      }
+      await this.#cleanedUp;
+      await this.#options.onDispose?.().catch(() => undefined);
+    })();
+    return this.#disposing;
+  }
+}
