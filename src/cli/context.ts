@@ -17,7 +17,9 @@ export interface CliContext {
   config: RuncellConfig;
   /** Lazily created; disposed by main() on exit and on SIGINT/SIGTERM. */
   kernels(): KernelManager;
-  /** The one-shot runner for a sandbox mode; refuses `bwrap` when bubblewrap is missing. */
+  /** Sandboxes of a mode; refuses `bwrap` when bubblewrap is missing. */
+  sandboxes(mode: SandboxMode): Promise<SandboxFactory>;
+  /** The one-shot runner for a sandbox mode. */
   runner(mode: SandboxMode): Promise<Runner>;
   /** Fires when the user interrupts (SIGINT/SIGTERM). */
   signal: AbortSignal;
@@ -26,26 +28,36 @@ export interface CliContext {
 export function createContext(signal: AbortSignal): CliContext & { dispose(): Promise<void> } {
   const config = loadConfig(process.env);
   let manager: KernelManager | undefined;
-  return {
+  const factories = new Map<SandboxMode, Promise<SandboxFactory>>();
+  const context: CliContext & { dispose(): Promise<void> } = {
     stdout: process.stdout,
     stderr: process.stderr,
     config,
     signal,
+    sandboxes: (mode) => {
+      const cached = factories.get(mode);
+      if (cached) return cached;
+      const made = (async () => {
+        if (mode === "bwrap" && !existsSync(BWRAP)) {
+          throw new UsageError(
+            "bubblewrap is not installed, so code cannot be confined: install it (apt-get install bubblewrap), " +
+              "or pass --sandbox none to run unconfined (trusted code only)",
+          );
+        }
+        await prepareRuntimeDir(config.runtimeDir, { sandboxed: mode === "bwrap" });
+        const cgroups = mode === "bwrap" ? await detectCgroups().catch(() => null) : null;
+        return new SandboxFactory({
+          mode,
+          cgroups: cgroups?.support.version === "none" ? null : cgroups,
+          runtimeDir: config.runtimeDir,
+        });
+      })();
+      factories.set(mode, made);
+      return made;
+    },
     runner: async (mode) => {
-      if (mode === "bwrap" && !existsSync(BWRAP)) {
-        throw new UsageError(
-          "bubblewrap is not installed, so code cannot be confined: install it (apt-get install bubblewrap), " +
-            "or pass --sandbox none to run unconfined (trusted code only)",
-        );
-      }
-      await prepareRuntimeDir(config.runtimeDir, { sandboxed: mode === "bwrap" });
-      const cgroups = mode === "bwrap" ? await detectCgroups().catch(() => null) : null;
-      const sandboxes = new SandboxFactory({
-        mode,
-        cgroups: cgroups?.support.version === "none" ? null : cgroups,
-        runtimeDir: config.runtimeDir,
-      });
-      return new Runner({ sandboxes, runtimeDir: config.runtimeDir });
+      const factory = await context.sandboxes(mode);
+      return new Runner({ sandboxes: factory, runtimeDir: config.runtimeDir });
     },
     kernels: () => {
       manager ??= KernelManager.fromConfig(config, new HostSandbox());
@@ -55,4 +67,5 @@ export function createContext(signal: AbortSignal): CliContext & { dispose(): Pr
       await manager?.disposeAll();
     },
   };
+  return context;
 }

@@ -29,6 +29,13 @@ function parse<const O extends ParseArgsOptionsConfig>(args: string[], options: 
   }
 }
 
+function parseSandboxMode(value: string | undefined): "bwrap" | "none" {
+  const mode = value ?? "bwrap";
+  if (mode !== "bwrap" && mode !== "none")
+    throw new UsageError(`--sandbox takes bwrap or none, not ${JSON.stringify(mode)}`);
+  return mode;
+}
+
 function printHelp(ctx: { stdout: NodeJS.WritableStream }, text: string): number {
   ctx.stdout.write(`${text}\n`);
   return EXIT.ok;
@@ -73,9 +80,7 @@ async function dispatch(argv: string[], ctx: ReturnType<typeof createContext>): 
       );
       if (values.help) return printHelp(ctx, EXEC_HELP);
       if (positionals.length > 1) throw new UsageError(`exec takes at most one FILE\n\n${EXEC_HELP}`);
-      const sandbox = values.sandbox ?? "bwrap";
-      if (sandbox !== "bwrap" && sandbox !== "none")
-        throw new UsageError(`--sandbox takes bwrap or none, not ${JSON.stringify(sandbox)}`);
+      const sandbox = parseSandboxMode(values.sandbox);
       return execCommand(
         {
           code: values.eval,
@@ -101,6 +106,7 @@ async function dispatch(argv: string[], ctx: ReturnType<typeof createContext>): 
     }
     case "run": {
       const { parseTimeout, RUN_HELP, runCommand } = await import("./commands/run.js");
+      const { positiveNumber } = await import("./commands/exec.js");
       const { values, positionals } = parse(
         rest,
         {
@@ -109,6 +115,9 @@ async function dispatch(argv: string[], ctx: ReturnType<typeof createContext>): 
           kernel: { type: "string", short: "k" },
           timeout: { type: "string", short: "t" },
           "allow-errors": { type: "boolean" },
+          network: { type: "boolean" },
+          memory: { type: "string", short: "m" },
+          sandbox: { type: "string" },
         },
         RUN_HELP,
       );
@@ -121,6 +130,9 @@ async function dispatch(argv: string[], ctx: ReturnType<typeof createContext>): 
           kernel: values.kernel,
           timeoutSeconds: parseTimeout(values.timeout),
           allowErrors: Boolean(values["allow-errors"]),
+          network: Boolean(values.network),
+          memoryMb: positiveNumber("--memory", values.memory, 4096),
+          sandbox: parseSandboxMode(values.sandbox),
         },
         ctx,
       );

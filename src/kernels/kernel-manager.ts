@@ -19,7 +19,7 @@ export interface KernelManagerOptions {
 }
 
 /** Options for one start; the kernelspec is chosen by name. */
-export type StartKernelOptions = Partial<Omit<KernelStartOptions, "spec" | "sandbox" | "runtimeDir">> & {
+export type StartKernelOptions = Partial<Omit<KernelStartOptions, "spec" | "runtimeDir">> & {
   name?: string;
 };
 
@@ -92,7 +92,7 @@ export class KernelManager {
       ...rest,
       env: { ...this.#options.env, ...rest.env },
       spec,
-      sandbox: this.#options.sandbox,
+      sandbox: rest.sandbox ?? this.#options.sandbox,
       runtimeDir: this.#options.runtimeDir,
     });
     this.#kernels.add(kernel);

@@ -170,6 +170,7 @@ export class Runner {
         usage?.pidsLimitHit ?? false,
         record.stderr,
         limits,
+        usage?.cpuMs ?? null,
       );
       record.status = status;
       record.limit = limit;
@@ -261,6 +262,7 @@ function classify(
   pidsLimitHit: boolean,
   stderr: string,
   limits: ResourceLimits,
+  cpuMs: number | null,
 ): { status: ExecutionStatus; limit: LimitKind | null; error: ExecutionError | null } {
   const fail = (name: string, value: string, category: ExecutionError["category"]) => ({
     name,
@@ -307,8 +309,9 @@ function classify(
       ),
     };
   }
-  // 128 + SIGXCPU: the CPU-time rlimit fired.
-  if (exitCode === 152) {
+  // 128 + SIGXCPU: the CPU-time rlimit fired. A program that catches or ignores SIGXCPU is
+  // SIGKILLed at the hard limit instead: 128 + SIGKILL, not ours, after the CPU limit was used.
+  if (exitCode === 152 || (exitCode === 137 && cpuMs !== null && cpuMs >= limits.cpuMs)) {
     return {
       status: "timed_out",
       limit: "time",
@@ -391,10 +394,19 @@ function validateFiles(files: InputFile[], maxBytes: number): InputFile[] {
   let total = 0;
   for (const file of files) {
     const path = normalize(file.path);
-    if (!file.path || isAbsolute(file.path) || path.startsWith("..") || path.split("/").includes("..")) {
+    if (
+      !file.path ||
+      file.path.includes("\0") ||
+      isAbsolute(file.path) ||
+      // ".", "d/": a directory, not a file.
+      path === "." ||
+      path.endsWith("/") ||
+      path.startsWith("..") ||
+      path.split("/").includes("..")
+    ) {
       throw new InvalidArgumentError(
         "INVALID_FILE_PATH",
-        `file path ${JSON.stringify(file.path)} must be relative and stay inside the workspace`,
+        `file path ${JSON.stringify(file.path)} must name a file inside the workspace: relative, without ".."`,
       );
     }
     total += typeof file.content === "string" ? Buffer.byteLength(file.content) : file.content.byteLength;

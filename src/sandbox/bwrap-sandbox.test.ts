@@ -55,12 +55,23 @@ describe("BwrapSandbox.buildArgv", () => {
   it("mounts a fresh tmpfs workspace, or the host directory asked for", () => {
     const fresh = bwrapArgs(sandbox().buildArgv(["/bin/true"]));
     expect(fresh[fresh.indexOf("/workspace") - 1]).toBe("--tmpfs");
-    const ro = bwrapArgs(sandbox(false, { hostPath: "/data", readOnly: true }).buildArgv(["/bin/true"]));
-    expect(ro.slice(ro.indexOf("/data") - 1, ro.indexOf("/data") + 2)).toEqual([
-      "--ro-bind",
-      "/data",
-      "/workspace",
-    ]);
+    const argv = sandbox(false, { hostPath: "/data", readOnly: true }).buildArgv(
+      ["/bin/true"],
+      {},
+      [],
+      [],
+      "/rt/ws-1",
+    );
+    // Staged as root in a private mount namespace before privileges drop, then bound read-only.
+    const stage = argv.indexOf("runcell-stage");
+    expect(argv.slice(stage + 1, stage + 3)).toEqual(["/data", "/rt/ws-1"]);
+    expect(stage).toBeLessThan(argv.indexOf("/usr/bin/setpriv"));
+    const ro = bwrapArgs(argv);
+    const at = ro.indexOf("/rt/ws-1");
+    expect(ro.slice(at - 1, at + 2)).toEqual(["--ro-bind", "/rt/ws-1", "/workspace"]);
+    const direct = bwrapArgs(sandbox(false, { hostPath: "/data", readOnly: false }).buildArgv(["/bin/true"]));
+    const d = direct.indexOf("/data");
+    expect(direct.slice(d - 1, d + 2)).toEqual(["--bind", "/data", "/workspace"]);
   });
 
   it("sets rlimits as the pooled uid and keeps host /etc, /home and /root out", () => {

@@ -1,4 +1,6 @@
 import { existsSync } from "node:fs";
+import { mkdir, rmdir } from "node:fs/promises";
+import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { InvalidArgumentError } from "../errors.js";
 import { joinCgroupArgv } from "./cgroups.js";
@@ -21,6 +23,11 @@ export interface SandboxPolicy {
   readOnlyPaths?: string[];
   /** Without a memory cgroup, cap each process's address space (RLIMIT_AS) instead. Default true. */
   addressSpaceFallback?: boolean;
+  /**
+   * Cap each process's CPU time (RLIMIT_CPU) at `limits.cpuMs`. Default true; off for kernels,
+   * which live across many executions, each bounded by its own time limit.
+   */
+  processCpuLimit?: boolean;
 }
 
 export interface BwrapSandboxOptions {
@@ -36,6 +43,11 @@ export interface BwrapSandboxOptions {
    * own so per-uid limits (RLIMIT_NPROC) count that sandbox alone. Ignored when not root.
    */
   hostUid?: number;
+  /**
+   * A directory every uid can traverse (runcell's 0711 runtime dir) for the mount points through
+   * which a host workspace reaches the sandbox when runcell is root.
+   */
+  stagingRoot?: string;
   /** Files written once into runcell's runtime dir and mounted as /etc/passwd and /etc/group. */
   identityFiles?: { passwd: string; group: string };
 }
@@ -101,6 +113,7 @@ export class BwrapSandbox implements Sandbox {
     env: Record<string, string> = {},
     binds: SpawnOptions["binds"] = [],
     cgroupProcs: readonly string[] = [],
+    stagingDir?: string,
   ): string[] {
     const { policy } = this;
     const o = this.#options;
@@ -165,11 +178,10 @@ export class BwrapSandbox implements Sandbox {
       "/var/tmp",
     );
     if (policy.workspace) {
-      sandbox.push(
-        policy.workspace.readOnly ? "--ro-bind" : "--bind",
-        policy.workspace.hostPath,
-        "/workspace",
-      );
+      // As root, bound from a staging mount point (see below), so the sandbox's uid needs no
+      // search permission on the directory's ancestors (e.g. a notebook under a 0700 home).
+      const source = stagingDir ?? policy.workspace.hostPath;
+      sandbox.push(policy.workspace.readOnly ? "--ro-bind" : "--bind", source, "/workspace");
     } else {
       sandbox.push("--size", size, "--tmpfs", "/workspace");
     }
@@ -185,6 +197,8 @@ export class BwrapSandbox implements Sandbox {
           "INVALID_ENV",
           `invalid environment variable name ${JSON.stringify(name)}`,
         );
+      if (value.includes("\0"))
+        throw new InvalidArgumentError("INVALID_ENV", `environment variable ${name} contains a NUL byte`);
       sandbox.push("--setenv", name, value);
     }
     sandbox.push("--chdir", "/workspace", "--", ...command);
@@ -193,12 +207,16 @@ export class BwrapSandbox implements Sandbox {
     const cpuSeconds = Math.max(1, Math.ceil(limits.cpuMs / 1000));
     const rlimits = [
       prlimit,
-      `--cpu=${cpuSeconds}:${cpuSeconds + 1}`,
+      ...(policy.processCpuLimit === false ? [] : [`--cpu=${cpuSeconds}:${cpuSeconds + 1}`]),
       `--fsize=${limits.fileBytes}`,
       `--nofile=${limits.openFiles}`,
       "--core=0",
       // A per-sandbox uid makes RLIMIT_NPROC a per-sandbox cap; the pids cgroup is the primary one.
-      ...(isRoot && o.hostUid !== undefined ? [`--nproc=${limits.pids}`] : []),
+      // One above the cgroup's cap so the cgroup refuses first and records it (pids.events), which
+      // is how a run learns it hit the limit; at the same value the rlimit wins silently.
+      ...(isRoot && o.hostUid !== undefined
+        ? [`--nproc=${o.cgroups?.support.pids ? limits.pids + 1 : limits.pids}`]
+        : []),
       ...(o.cgroups?.support.memory || policy.addressSpaceFallback === false
         ? []
         : [`--as=${limits.memoryBytes}`]),
@@ -210,8 +228,26 @@ export class BwrapSandbox implements Sandbox {
         : [];
     // pdeathsig is set after the uid change (setpriv orders it so), which would otherwise clear it.
     const dropPrivileges = [setpriv, ...identity, "--pdeathsig", "KILL", "--"];
-    // Join the cgroups first, as root and before anything can fork, then drop privileges.
-    return joinCgroupArgv(cgroupProcs, [...dropPrivileges, ...rlimits, ...sandbox]);
+    // Join the cgroups first, as root and before anything can fork; then (still as root, in a
+    // private mount namespace that only this sandbox sees) bind the workspace onto its staging
+    // mount point; then drop privileges.
+    const stage =
+      policy.workspace && stagingDir
+        ? [
+            "/usr/bin/unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            'mount --bind -- "$1" "$2" || exit 125; shift 2; exec "$@"',
+            "runcell-stage",
+            policy.workspace.hostPath,
+            stagingDir,
+          ]
+        : [];
+    return joinCgroupArgv(cgroupProcs, [...stage, ...dropPrivileges, ...rlimits, ...sandbox]);
   }
 
   /** Whether this sandbox enforces a memory limit at all (cgroup, or the RLIMIT_AS fallback). */
@@ -236,20 +272,27 @@ export class BwrapSandbox implements Sandbox {
         pids: cgroups.support.pids ? this.policy.limits.pids : null,
       });
     }
+    const stagingDir =
+      this.policy.workspace && process.getuid?.() === 0 && this.#options.stagingRoot
+        ? join(this.#options.stagingRoot, `ws-${randomUUID()}`)
+        : undefined;
     try {
+      if (stagingDir) await mkdir(stagingDir, { mode: 0o755 });
       const proc = await ManagedProcess.spawn({
-        argv: this.buildArgv(options.argv, options.env, options.binds, cgroup?.procsFiles ?? []),
+        argv: this.buildArgv(options.argv, options.env, options.binds, cgroup?.procsFiles ?? [], stagingDir),
         env: LAUNCHER_ENV,
         output: options.output ?? "tail",
         tailBytes: options.stderrTailBytes,
         usage: cgroup ? () => cgroup.stats() : undefined,
         onDispose: async () => {
           await cgroup?.dispose();
+          if (stagingDir) await rmdir(stagingDir).catch(() => undefined);
         },
       });
       return proc;
     } catch (error) {
       await cgroup?.dispose();
+      if (stagingDir) await rmdir(stagingDir).catch(() => undefined);
       throw error;
     }
   }

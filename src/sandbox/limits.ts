@@ -77,9 +77,10 @@ export function resolveLimits(
       continue;
     }
     if (typeof value !== "number" || !Number.isFinite(value) || !Number.isInteger(value)) {
+      // String(), not JSON.stringify(): the latter shows NaN and Infinity as "null".
       throw new InvalidArgumentError(
         "INVALID_LIMIT",
-        `${key} must be a whole number, not ${JSON.stringify(value)}`,
+        `${key} must be a whole number between ${FLOORS[key]} and ${ceilings[key]} (the server's ceiling), not ${typeof value === "number" ? String(value) : JSON.stringify(value)}`,
       );
     }
     if (value < FLOORS[key] || value > ceilings[key]) {

@@ -56,6 +56,7 @@ export class SandboxFactory {
       cgroups: this.#options.cgroups,
       hostUid: hostUid ?? undefined,
       identityFiles,
+      stagingRoot: this.#options.runtimeDir,
     });
     let released = false;
     return {

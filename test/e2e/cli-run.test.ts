@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,6 +13,8 @@ const runtimeEnv = (name: string) => ({ RUNCELL_RUNTIME_DIR: join(dir, `rt-${nam
 beforeAll(() => {
   ensureBuilt();
   dir = mkdtempSync(join(tmpdir(), "runcell-cli-run-"));
+  // Sandboxes run as unprivileged uids and must be able to pass through to the runtime dir.
+  chmodSync(dir, 0o711);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

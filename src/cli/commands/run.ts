@@ -1,12 +1,15 @@
 import { readFile, rename, writeFile } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import type { Execution } from "../../execution/types.js";
 import type { Kernel } from "../../kernels/kernel.js";
+import { resolveLimits } from "../../sandbox/limits.js";
+import type { SandboxMode } from "../../sandbox/sandbox-factory.js";
 import { notebookKernelName } from "../../notebook/run-notebook.js";
 import type { CliContext } from "../context.js";
 import { EXIT, UsageError } from "../errors.js";
 
 export const RUN_HELP = `Usage: runcell run NOTEBOOK.ipynb [-o OUT.ipynb] [--kernel NAME] [--timeout SECONDS] [--allow-errors]
+                   [--network] [-m MB] [--sandbox bwrap|none]
 
 Runs the code cells of a notebook in order in a fresh kernel and saves it with outputs,
 execution counts and per-cell timing metadata (a drop-in for \`jupyter nbconvert --execute\`).
@@ -16,10 +19,22 @@ Options:
   -k, --kernel NAME    kernel to use (default: the notebook's kernelspec, else python3)
   -t, --timeout SEC    time limit per cell, in seconds (default: none)
       --allow-errors   run every cell even after one fails, and exit 0
+      --network        let the kernel use the network (default: none)
+  -m, --memory MB      memory limit of the kernel in MiB (default 512)
+      --sandbox MODE   bwrap (default): the kernel runs confined, with the notebook's directory
+                       as its read-only working directory; none: unconfined (trusted notebooks only)
 
 Exit status: 0 when every cell succeeded (or --allow-errors), 1 when a cell failed,
 2 for a usage error (missing file, invalid notebook, unknown kernel), 125 if the kernel
 could not be started.`;
+
+/** Where a confined kernel keeps its writable state: the workspace is read-only. */
+const SANDBOXED_KERNEL_ENV: Record<string, string> = {
+  PATH: "/usr/local/bin:/usr/bin:/bin",
+  HOME: "/tmp",
+  IPYTHONDIR: "/tmp/.ipython",
+  MPLCONFIGDIR: "/tmp/.matplotlib",
+};
 
 export interface RunArgs {
   notebook: string;
@@ -27,6 +42,9 @@ export interface RunArgs {
   kernel?: string;
   timeoutSeconds?: number;
   allowErrors: boolean;
+  network: boolean;
+  memoryMb?: number;
+  sandbox: SandboxMode;
 }
 
 /** Parses `--timeout` as positive seconds. */
@@ -65,10 +83,33 @@ export async function runCommand(args: RunArgs, ctx: CliContext): Promise<number
   const manager = ctx.kernels();
   await manager.getKernelspec(kernelName);
 
+  // The kernel runs confined: the notebook's directory is its read-only working directory, with
+  // a private writable /tmp, no network unless asked, and the default memory and process limits.
+  const started = performance.now();
+  const lease = await (
+    await ctx.sandboxes(args.sandbox)
+  ).lease({
+    limits: resolveLimits(
+      args.memoryMb === undefined ? {} : { memoryBytes: Math.round(args.memoryMb * 1024 * 1024) },
+    ),
+    network: args.network,
+    workspace: { hostPath: dirname(resolve(args.notebook)), readOnly: true },
+    processCpuLimit: false,
+  });
+  if (args.sandbox === "none") {
+    ctx.stderr.write(
+      "runcell: warning: --sandbox none runs the notebook with all of your user's rights, unconfined\n",
+    );
+  }
   // The kernel takes most of a run's start-up: launch it first and validate the notebook (which
   // loads the schema library) while it boots.
-  const started = performance.now();
-  const kernelStart = manager.start({ name: kernelName, signal: ctx.signal });
+  const kernelStart = manager.start({
+    name: kernelName,
+    signal: ctx.signal,
+    sandbox: lease.sandbox,
+    cwd: args.sandbox === "none" ? dirname(resolve(args.notebook)) : undefined,
+    envOverrides: args.sandbox === "none" ? {} : SANDBOXED_KERNEL_ENV,
+  });
   kernelStart.catch(() => undefined);
   let kernel: Kernel | undefined;
   try {
@@ -101,6 +142,7 @@ export async function runCommand(args: RunArgs, ctx: CliContext): Promise<number
     // Covers an invalid notebook or an abort: the kernel must not outlive the command.
     kernel ??= await kernelStart.catch(() => undefined);
     await kernel?.dispose();
+    lease.release();
   }
 }
 
