@@ -1,12 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { chmod, chown, mkdir, rm, writeFile } from "node:fs/promises";
-import { isAbsolute, join, normalize } from "node:path";
+import { dirname, isAbsolute, join, normalize } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
 import { CappedText } from "../execution/capped-text.js";
 import type { Execution, ExecutionError, ExecutionStatus, LimitKind, Output } from "../execution/types.js";
 import { DEFAULT_CEILINGS, DEFAULT_LIMITS, type ResourceLimits, resolveLimits } from "../sandbox/limits.js";
 import { BwrapSandbox } from "../sandbox/bwrap-sandbox.js";
 import type { SandboxFactory } from "../sandbox/sandbox-factory.js";
+import type { SandboxProcess } from "../sandbox/types.js";
 import {
   defaultInterpreters,
   type Interpreters,
@@ -15,6 +16,7 @@ import {
   parseLanguage,
 } from "./languages.js";
 import { parsePythonError } from "./python-errors.js";
+import type { WarmPool } from "./warm-pool.js";
 
 /** A file to place in the run's fresh workspace before the code starts. */
 export interface InputFile {
@@ -39,9 +41,17 @@ export interface RunOnceOptions {
   signal?: AbortSignal;
   onStdout?: (text: string) => void;
   onStderr?: (text: string) => void;
+  /**
+   * Warm interpreter profile (e.g. `pandas`: numpy and pandas already imported). Python runs
+   * without network, workspace or files use the runner's warm pool with profile `default`
+   * when it has one; naming a profile requires such a run.
+   */
+  profile?: string;
 }
 
 export interface RunnerOptions {
+  /** Warm interpreters for Python runs; without it every run starts a fresh interpreter. */
+  warm?: WarmPool;
   sandboxes: SandboxFactory;
   /** Where per-run directories (code, input files) are made. */
   runtimeDir: string;
@@ -109,45 +119,69 @@ export class Runner {
     const runDir = join(this.#options.runtimeDir, `run-${record.id}`);
     const codeDir = join(runDir, "code");
     const workspaceDir = join(runDir, "workspace");
+    const env = { ...BASE_ENV, ...options.env };
+    const warm = this.#options.warm;
+    const warmEligible =
+      warm !== undefined &&
+      language === "python" &&
+      !options.network &&
+      !options.workspace &&
+      files.length === 0;
+    const profile = options.profile ?? "default";
+    if (options.profile !== undefined && (!warmEligible || !warm.hasProfile(options.profile))) {
+      throw new InvalidArgumentError(
+        "INVALID_PROFILE",
+        warmEligible
+          ? `unknown profile ${JSON.stringify(options.profile)}: use one of ${warm!.profiles.join(", ")}`
+          : "profiles apply to python runs without network, workspace or input files, on a runner with warm interpreters",
+      );
+    }
     let lease: Awaited<ReturnType<SandboxFactory["lease"]>> | undefined;
     try {
-      await mkdir(codeDir, { recursive: true, mode: 0o755 });
-      await chmod(runDir, 0o755);
-      await writeFile(join(codeDir, spec.fileName), options.code, { mode: 0o644 });
-      lease = await this.#options.sandboxes.lease({
-        limits,
-        network: options.network ?? false,
-        workspace: options.workspace
-          ? { hostPath: options.workspace.hostPath, readOnly: options.workspace.readOnly ?? false }
-          : files.length > 0
-            ? { hostPath: workspaceDir, readOnly: false }
-            : undefined,
-        readOnlyPaths: spec.extraPaths,
-        addressSpaceFallback: spec.toleratesAddressSpaceLimit,
-      });
-      // Report the limits actually in force, not the ones asked for.
-      if (lease.sandbox instanceof BwrapSandbox) {
-        if (!lease.sandbox.enforcesMemory) record.limits.memory_bytes = null;
-        if (!lease.sandbox.enforcesPids) record.limits.pids = null;
-      } else {
-        record.limits.memory_bytes = null;
-        record.limits.pids = null;
-        record.limits.network = true;
+      let proc: SandboxProcess | undefined;
+      if (warmEligible) {
+        // A warm fork enforces memory and pids through its own cgroup; if the pool cannot serve
+        // (its server died, no cgroup could be made) the run takes the cold path below.
+        proc = await warm.spawn(profile, { code: options.code, env, limits }).catch(() => undefined);
       }
-      if (files.length > 0) await writeInputFiles(workspaceDir, files, lease.hostUid);
-      const env = { ...BASE_ENV, ...options.env };
-      const codeFile =
-        lease.sandbox.kind === "host" ? join(codeDir, spec.fileName) : `${CODE_DIR}/${spec.fileName}`;
-      const proc = await lease.sandbox.spawn({
-        argv: spec.command(codeFile),
-        env,
-        output: "pipe",
-        binds: lease.sandbox.kind === "host" ? [] : [{ path: codeDir, writable: false, target: CODE_DIR }],
-        cwd:
-          lease.sandbox.kind === "host"
-            ? (options.workspace?.hostPath ?? (files.length ? workspaceDir : runDir))
-            : undefined,
-      });
+      if (!proc) {
+        await mkdir(codeDir, { recursive: true, mode: 0o755 });
+        await chmod(runDir, 0o755);
+        await writeFile(join(codeDir, spec.fileName), options.code, { mode: 0o644 });
+        lease = await this.#options.sandboxes.lease({
+          limits,
+          network: options.network ?? false,
+          workspace: options.workspace
+            ? { hostPath: options.workspace.hostPath, readOnly: options.workspace.readOnly ?? false }
+            : files.length > 0
+              ? { hostPath: workspaceDir, readOnly: false }
+              : undefined,
+          readOnlyPaths: spec.extraPaths,
+          addressSpaceFallback: spec.toleratesAddressSpaceLimit,
+        });
+        // Report the limits actually in force, not the ones asked for.
+        if (lease.sandbox instanceof BwrapSandbox) {
+          if (!lease.sandbox.enforcesMemory) record.limits.memory_bytes = null;
+          if (!lease.sandbox.enforcesPids) record.limits.pids = null;
+        } else {
+          record.limits.memory_bytes = null;
+          record.limits.pids = null;
+          record.limits.network = true;
+        }
+        if (files.length > 0) await writeInputFiles(workspaceDir, files, lease.hostUid);
+        const codeFile =
+          lease.sandbox.kind === "host" ? join(codeDir, spec.fileName) : `${CODE_DIR}/${spec.fileName}`;
+        proc = await lease.sandbox.spawn({
+          argv: spec.command(codeFile),
+          env,
+          output: "pipe",
+          binds: lease.sandbox.kind === "host" ? [] : [{ path: codeDir, writable: false, target: CODE_DIR }],
+          cwd:
+            lease.sandbox.kind === "host"
+              ? (options.workspace?.hostPath ?? (files.length ? workspaceDir : runDir))
+              : undefined,
+        });
+      }
       const outcome = await this.#supervise(proc, limits, options);
       const usage = await proc.usage();
       await proc.dispose(0);
@@ -195,11 +229,7 @@ export class Runner {
   }
 
   /** Streams output with per-stream caps, and enforces wall time and cancellation. */
-  #supervise(
-    proc: Awaited<ReturnType<import("../sandbox/types.js").Sandbox["spawn"]>>,
-    limits: ResourceLimits,
-    options: RunOnceOptions,
-  ): Promise<Outcome> {
+  #supervise(proc: SandboxProcess, limits: ResourceLimits, options: RunOnceOptions): Promise<Outcome> {
     const stdout = new CappedText(limits.outputBytes);
     const stderr = new CappedText(limits.outputBytes);
     let limit: Outcome["limit"] = null;
@@ -428,8 +458,12 @@ async function writeInputFiles(dir: string, files: InputFile[], uid: number | nu
     if (uid !== null) await chown(target, uid, uid);
   }
   if (uid !== null) {
-    // Directories too, so the run can create files next to its inputs.
-    const dirs = new Set(files.map((f) => join(dir, normalize(f.path), "..")));
+    // Directories too, so the run can create files next to its inputs; every level of a nested
+    // path, since mkdir made the intermediate ones root-owned 0700 and they must be traversable.
+    const dirs = new Set<string>();
+    for (const f of files) {
+      for (let d = dirname(join(dir, normalize(f.path))); d !== dir; d = dirname(d)) dirs.add(d);
+    }
     for (const d of [dir, ...dirs]) await chown(d, uid, uid);
   }
 }

@@ -19,8 +19,11 @@ describe("BwrapSandbox.buildArgv", () => {
   it("unshares every namespace, drops to an unprivileged uid and dies with runcell", () => {
     const args = bwrapArgs(sandbox().buildArgv(["/usr/bin/python3", "-c", "1"]));
     for (const flag of [
-      "--unshare-all",
       "--unshare-user",
+      "--unshare-pid",
+      "--unshare-net",
+      "--unshare-ipc",
+      "--unshare-uts",
       "--die-with-parent",
       "--new-session",
       "--disable-userns",
@@ -31,6 +34,18 @@ describe("BwrapSandbox.buildArgv", () => {
     expect(args).not.toContain("--share-net");
     expect(args[args.indexOf("--uid") + 1]).toBe(String(SANDBOX_UID));
     expect(args.slice(-4)).toEqual(["--", "/usr/bin/python3", "-c", "1"]);
+  });
+
+  it("lets only the fork server keep the host pid namespace and nested user namespaces", () => {
+    const server = new BwrapSandbox({
+      policy: { limits: { ...DEFAULT_LIMITS }, network: false, forkServer: true },
+      cgroups: null,
+      hostUid: 200_124,
+    });
+    const args = bwrapArgs(server.buildArgv(["/usr/bin/python3"]));
+    expect(args).not.toContain("--unshare-pid");
+    expect(args).not.toContain("--disable-userns");
+    expect(args).toContain("--unshare-net");
   });
 
   it("passes the program's environment with --setenv, never to the launcher chain", () => {
@@ -47,7 +62,7 @@ describe("BwrapSandbox.buildArgv", () => {
 
   it("shares the network only when the policy says so, with resolv.conf", () => {
     const args = bwrapArgs(sandbox(true).buildArgv(["/bin/true"]));
-    expect(args).toContain("--share-net");
+    expect(args).not.toContain("--unshare-net");
     expect(args.join(" ")).toContain("/etc/resolv.conf");
     expect(bwrapArgs(sandbox(false).buildArgv(["/bin/true"])).join(" ")).not.toContain("resolv.conf");
   });

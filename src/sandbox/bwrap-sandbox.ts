@@ -28,6 +28,12 @@ export interface SandboxPolicy {
    * which live across many executions, each bounded by its own time limit.
    */
   processCpuLimit?: boolean;
+  /**
+   * For runcell's warm fork server only: stay in the host's pid namespace (so runcell can put
+   * each forked run in its own cgroup) with the host's /proc, and allow nested user namespaces
+   * (each run makes its own). Never for user code: runs confine themselves before it starts.
+   */
+  forkServer?: boolean;
 }
 
 export interface BwrapSandboxOptions {
@@ -125,16 +131,19 @@ export class BwrapSandbox implements Sandbox {
 
     const sandbox: string[] = [
       bwrap,
-      "--unshare-all",
       "--unshare-user",
-      ...(policy.network ? ["--share-net"] : []),
+      "--unshare-ipc",
+      "--unshare-uts",
+      "--unshare-cgroup-try",
+      ...(policy.network ? [] : ["--unshare-net"]),
+      ...(policy.forkServer ? [] : ["--unshare-pid"]),
       "--die-with-parent",
       "--new-session",
       "--uid",
       String(SANDBOX_UID),
       "--gid",
       String(SANDBOX_UID),
-      "--disable-userns",
+      ...(policy.forkServer ? [] : ["--disable-userns"]),
       "--hostname",
       "runcell",
       "--ro-bind",
@@ -159,8 +168,7 @@ export class BwrapSandbox implements Sandbox {
     }
     const size = String(limits.tmpBytes);
     sandbox.push(
-      "--proc",
-      "/proc",
+      ...(policy.forkServer ? ["--bind", "/proc", "/proc"] : ["--proc", "/proc"]),
       "--dev",
       "/dev",
       "--size",
@@ -282,6 +290,7 @@ export class BwrapSandbox implements Sandbox {
         argv: this.buildArgv(options.argv, options.env, options.binds, cgroup?.procsFiles ?? [], stagingDir),
         env: LAUNCHER_ENV,
         output: options.output ?? "tail",
+        input: options.input,
         tailBytes: options.stderrTailBytes,
         usage: cgroup ? () => cgroup.stats() : undefined,
         onDispose: async () => {

@@ -24,6 +24,7 @@ export class HostSandbox implements Sandbox {
       env: { ...options.env, JPY_PARENT_PID: String(process.pid) },
       cwd: options.cwd,
       output: options.output ?? "tail",
+      input: options.input,
       tailBytes: options.stderrTailBytes,
     });
   }

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import type { CgroupStats } from "./cgroups-types.js";
 import type { ProcessExit, SandboxProcess } from "./types.js";
 
@@ -45,6 +45,8 @@ export interface ManagedSpawnOptions {
   cwd?: string;
   /** `tail`: keep the last bytes of stdout+stderr for reports; `pipe`: hand both streams to the caller. */
   output: "tail" | "pipe";
+  /** `pipe`: give the caller the process's stdin. Default: /dev/null. */
+  input?: "ignore" | "pipe";
   tailBytes?: number;
   /** Runs in dispose() once the process is gone (e.g. removing its cgroup). */
   onDispose?: () => Promise<void>;
@@ -61,6 +63,7 @@ export class ManagedProcess implements SandboxProcess {
   exitStatus: ProcessExit | undefined;
   readonly stdout: Readable | null;
   readonly stderr: Readable | null;
+  readonly stdin: Writable | null;
   readonly #child: ChildProcess;
   readonly #tail: TailBuffer;
   readonly #cleanedUp: Promise<void>;
@@ -70,6 +73,9 @@ export class ManagedProcess implements SandboxProcess {
   private constructor(child: ChildProcess, options: ManagedSpawnOptions) {
     this.#child = child;
     this.#tail = new TailBuffer(options.tailBytes ?? 16 * 1024);
+    this.stdin = child.stdin ?? null;
+    // A process that exits while we write must not crash runcell with EPIPE.
+    this.stdin?.on("error", () => undefined);
     if (options.output === "tail") {
       // Drain both pipes so a chatty process can never block on a full pipe.
       child.stdout?.on("data", (chunk: Buffer) => this.#tail.push(chunk));
@@ -105,7 +111,7 @@ export class ManagedProcess implements SandboxProcess {
       env: options.env,
       cwd: options.cwd,
       detached: true, // own session and process group: signals reach the children too
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: [options.input === "pipe" ? "pipe" : "ignore", "pipe", "pipe"],
     });
     const proc = new ManagedProcess(child, options);
     if (child.pid !== undefined) liveGroups.add(child.pid);

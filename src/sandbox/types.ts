@@ -1,4 +1,4 @@
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import type { CgroupStats } from "./cgroups-types.js";
 
 /**
@@ -22,6 +22,8 @@ export interface SpawnOptions {
   stderrTailBytes?: number;
   /** `tail` (default): keep the last output bytes for reports; `pipe`: expose stdout and stderr. */
   output?: "tail" | "pipe";
+  /** `pipe` gives the caller the process's stdin; default: /dev/null. */
+  input?: "ignore" | "pipe";
   /** Host paths to make visible inside the sandbox, at `target` or else the same path (e.g. a kernel's socket dir). */
   binds?: Array<{ path: string; writable: boolean; target?: string }>;
 }
@@ -36,6 +38,8 @@ export interface SandboxProcess {
   /** With `output: "pipe"`, the process's stdout and stderr; otherwise null. */
   readonly stdout: Readable | null;
   readonly stderr: Readable | null;
+  /** With `input: "pipe"`, the process's stdin; otherwise null. */
+  readonly stdin: Writable | null;
   /** The last bytes the process wrote to stderr (and stdout), decoded as UTF-8. */
   stderrTail(): string;
   /** What the whole process tree used (CPU, peak memory, limit hits), where the host measures it. */

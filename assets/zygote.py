@@ -1,0 +1,382 @@
+"""runcell's warm fork server for one-shot Python runs.
+
+Started once per profile inside a bubblewrap sandbox (its own user, network, ipc and uts
+namespaces; the host's pid namespace so runcell can place each run in a cgroup). It imports the
+profile's modules once, then forks a fresh process per run. The server itself never runs user
+code. Each run, before any user code:
+
+  1. waits until runcell has moved it into the run's own cgroup (memory, pids, cpu);
+  2. enters a new user namespace, then new mount, pid, network, ipc and uts namespaces;
+  3. forks pid 1 of the new pid namespace, which mounts a fresh /proc and private tmpfs
+     /tmp, /dev/shm and /workspace, forbids further user namespaces, sets rlimits, drops every
+     capability, sets no_new_privs, and only then runs the code.
+
+Everything a run creates dies with its pid namespace; no state is carried to the next run.
+
+Runs are pre-started: a standby run goes through steps 1-2 and the mounts of step 3 ahead of
+time, then waits for its code; a request then costs only the rlimits, dropping capabilities and
+the code itself. Each standby serves exactly one run.
+
+Protocol: JSON lines on stdin (requests) and stdout (events); run output is base64 in events.
+  -> {"op": "prefork", "id", "tmp_bytes"}   start a standby run
+  <- {"ev": "forked", "id", "pid"}          runcell moves pid into the run's cgroup, then:
+  -> {"op": "go", "id"}                     the standby enters its namespaces and waits
+  -> {"op": "assign", "id", "code", "env", "limits": {"cpu_s", "file_bytes", "open_files"}}
+  <- {"ev": "out", "id", "stream": "stdout"|"stderr", "data": "<base64>"}
+  <- {"ev": "exit", "id", "code"}           code is 128+n when killed by signal n
+  -> {"op": "abort", "id"}                  end a standby without running anything
+"""
+
+import base64
+import ctypes
+import importlib
+import json
+import linecache
+import os
+import resource
+import selectors
+import signal
+import sys
+import traceback
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+CODE_PATH = "/run/runcell/main.py"
+
+
+def check(result, what):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities():
+    for cap in range(64):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the last cap: ignored
+    header = CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (CapData * 2)()
+    check(libc.capset(ctypes.byref(header), data), "capset")
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+def mount_tmpfs(target, size):
+    check(libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777".encode()), f"mount {target}")
+
+
+def read_request(fd):
+    """Reads one JSON line from fd (the run's request pipe)."""
+    chunks = []
+    while True:
+        data = os.read(fd, 1 << 16)
+        if not data:
+            return None
+        chunks.append(data)
+        if data.endswith(b"\n"):
+            return json.loads(b"".join(chunks))
+
+
+def standby(tmp_bytes, request_fd):
+    """pid 1 of the run's namespaces: prepare, wait for the code, finish confinement, run it."""
+    for target in ("/tmp", "/dev/shm", "/workspace"):
+        mount_tmpfs(target, tmp_bytes)
+    check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
+    # No nested user namespaces: they would give the code capabilities again.
+    with open("/proc/sys/user/max_user_namespaces", "w") as f:
+        f.write("0")
+    request = read_request(request_fd)
+    os.close(request_fd)
+    if request is None:
+        os._exit(0)  # released without a run
+    limits = request["limits"]
+    cpu = int(limits["cpu_s"])
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limits["file_bytes"]),) * 2)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (int(limits["open_files"]),) * 2)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    drop_capabilities()
+    os.chdir("/workspace")
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for sig in (signal.SIGCHLD, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    # The code runs as pid 1 of its namespace, which the kernel spares from default-action
+    # signals (SIGXCPU of the CPU rlimit among them); end the run as that action would have.
+    for sig in (signal.SIGXCPU, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+        signal.signal(sig, lambda number, _frame: os._exit(128 + number))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as the python3 binary does
+    code = request["code"]
+    linecache.cache[CODE_PATH] = (len(code), None, code.splitlines(True), CODE_PATH)
+    sys.argv = [CODE_PATH]
+    sys.path[0] = "/workspace"
+    sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    main = {"__name__": "__main__", "__file__": CODE_PATH, "__builtins__": __builtins__}
+    status = 0
+    try:
+        exec(compile(code, CODE_PATH, "exec"), main)
+    except SystemExit as exit_request:
+        arg = exit_request.code
+        if arg is None:
+            status = 0
+        elif isinstance(arg, int):
+            status = arg & 0xFF
+        else:
+            print(arg, file=sys.stderr)
+            status = 1
+    except BaseException:
+        # Print as `python3 file.py` would: without this server's own frame.
+        kind, value, tb = sys.exc_info()
+        traceback.print_exception(kind, value, tb.tb_next if tb is not None else None)
+        status = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    os._exit(status)
+
+
+def child(tmp_bytes, go_read, request_read, out_write, err_write):
+    """The run's first process: joins (via runcell) its cgroup, enters new namespaces, forks pid 1."""
+    try:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        os.setsid()
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)  # never the server's command pipe
+        os.dup2(out_write, 1)
+        os.dup2(err_write, 2)
+        os.dup2(go_read, 3)
+        os.dup2(request_read, 4)
+        os.closerange(5, 1 << 16)
+        if os.read(3, 1) != b"g":  # runcell placed us in the run's cgroup
+            os._exit(125)
+        os.close(3)
+        uid, gid = os.getuid(), os.getgid()
+        check(libc.unshare(CLONE_NEWUSER), "unshare(user)")
+        with open("/proc/self/setgroups", "w") as f:
+            f.write("deny")
+        with open("/proc/self/uid_map", "w") as f:
+            f.write(f"{uid} {uid} 1")
+        with open("/proc/self/gid_map", "w") as f:
+            f.write(f"{gid} {gid} 1")
+        check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+        check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                standby(tmp_bytes, 4)
+            except BaseException as error:
+                os.write(2, f"runcell: sandbox setup failed: {error}\n".encode())
+                os._exit(125)
+        os.close(4)
+        _, status = os.waitpid(pid, 0)
+        os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+    except BaseException as error:
+        try:
+            os.write(2, f"runcell: sandbox setup failed: {error}\n".encode())
+        finally:
+            os._exit(125)
+
+
+class Server:
+    def __init__(self):
+        self.selector = selectors.DefaultSelector()
+        self.runs = {}  # id -> {"pid", "go", "fds": {fd: stream}}
+        self.by_pid = {}
+        self.inbuf = b""
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select; reaped below
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_write, False)
+        signal.set_wakeup_fd(self.wake_write)
+        self.selector.register(self.wake_read, selectors.EVENT_READ, ("wake", None))
+        self.selector.register(0, selectors.EVENT_READ, ("stdin", None))
+
+    def emit(self, event):
+        sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    def prefork(self, request):
+        run_id = request["id"]
+        go_read, go_write = os.pipe()
+        request_read, request_write = os.pipe()
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            for fd in (go_write, request_write, out_read, err_read, self.wake_read, self.wake_write):
+                os.close(fd)
+            signal.set_wakeup_fd(-1)
+            child(int(request["tmp_bytes"]), go_read, request_read, out_write, err_write)
+        for fd in (go_read, request_read, out_write, err_write):
+            os.close(fd)
+        os.set_blocking(request_write, False)
+        run = {
+            "pid": pid,
+            "go": go_write,
+            "request": request_write,
+            "pending": b"",
+            "fds": {out_read: "stdout", err_read: "stderr"},
+            "exit": None,
+        }
+        self.runs[run_id] = run
+        self.by_pid[pid] = run_id
+        for fd in (out_read, err_read):
+            os.set_blocking(fd, False)
+            self.selector.register(fd, selectors.EVENT_READ, ("out", run_id))
+        self.emit({"ev": "forked", "id": run_id, "pid": pid})
+
+    def assign(self, request):
+        run = self.runs.get(request["id"])
+        if run is None or run["request"] is None:
+            return
+        run["pending"] = (json.dumps(request, separators=(",", ":")) + "\n").encode()
+        self.flush_request(request["id"])
+
+    def flush_request(self, run_id):
+        """Writes what the pipe takes now; the rest when it is writable (code can be large)."""
+        run = self.runs.get(run_id)
+        if run is None or run["request"] is None:
+            return
+        fd = run["request"]
+        try:
+            written = os.write(fd, run["pending"])
+            run["pending"] = run["pending"][written:]
+        except BlockingIOError:
+            pass
+        except OSError:
+            run["pending"] = b""
+        registered = fd in self.selector.get_map()
+        if run["pending"] and not registered:
+            self.selector.register(fd, selectors.EVENT_WRITE, ("request", run_id))
+        elif not run["pending"]:
+            if registered:
+                self.selector.unregister(fd)
+            os.close(fd)
+            run["request"] = None
+
+    def release(self, run_id, go):
+        run = self.runs.get(run_id)
+        if run is None or run["go"] is None:
+            return
+        try:
+            os.write(run["go"], b"g" if go else b"x")
+        except OSError:
+            pass
+        os.close(run["go"])
+        run["go"] = None
+
+    def read_output(self, fd, run_id):
+        run = self.runs.get(run_id)
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if data and run is not None:
+            stream = run["fds"][fd]
+            self.emit({"ev": "out", "id": run_id, "stream": stream, "data": base64.b64encode(data).decode()})
+            return
+        self.selector.unregister(fd)
+        os.close(fd)
+        if run is not None:
+            del run["fds"][fd]
+            self.maybe_finish(run_id)
+
+    def reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            run_id = self.by_pid.pop(pid, None)
+            if run_id is None:
+                continue
+            code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            self.runs[run_id]["exit"] = code
+            self.maybe_finish(run_id)
+
+    def maybe_finish(self, run_id):
+        run = self.runs[run_id]
+        # Done when the process is reaped and both pipes are drained (no output is lost).
+        if run["exit"] is None or run["fds"]:
+            return
+        if run["go"] is not None:
+            os.close(run["go"])
+        if run["request"] is not None:
+            if run["request"] in self.selector.get_map():
+                self.selector.unregister(run["request"])
+            os.close(run["request"])
+        del self.runs[run_id]
+        self.emit({"ev": "exit", "id": run_id, "code": run["exit"]})
+
+    def handle(self, line):
+        request = json.loads(line)
+        op = request.get("op")
+        if op == "prefork":
+            self.prefork(request)
+        elif op == "go":
+            self.release(request["id"], True)
+        elif op == "assign":
+            self.assign(request)
+        elif op == "abort":
+            run = self.runs.get(request["id"])
+            self.release(request["id"], False)
+            if run is not None and run["request"] is not None:
+                # Closing the request pipe releases a standby that is already waiting for code.
+                run["pending"] = b""
+                self.flush_request(request["id"])
+
+    def serve(self):
+        self.emit({"ev": "ready", "pid": os.getpid()})
+        while True:
+            for key, _ in self.selector.select():
+                kind, run_id = key.data
+                if kind == "stdin":
+                    chunk = os.read(0, 1 << 20)
+                    if not chunk:
+                        return  # runcell went away: stop; runs die with their parent
+                    self.inbuf += chunk
+                    while b"\n" in self.inbuf:
+                        line, self.inbuf = self.inbuf.split(b"\n", 1)
+                        if line.strip():
+                            self.handle(line)
+                elif kind == "wake":
+                    try:
+                        os.read(self.wake_read, 4096)
+                    except BlockingIOError:
+                        pass
+                    self.reap()
+                elif kind == "request":
+                    self.flush_request(run_id)
+                else:
+                    self.read_output(key.fd, run_id)
+            self.reap()
+
+
+def main():
+    for name in sys.argv[1:]:
+        importlib.import_module(name)
+    Server().serve()
+
+
+if __name__ == "__main__":
+    main()
