@@ -49,7 +49,7 @@ afterAll(async () => {
   // The manager's parent group in each hierarchy is this suite's own; remove it once empty.
   for (const hierarchy of readdirSync("/sys/fs/cgroup")) {
     const root = join("/sys/fs/cgroup", hierarchy);
-    let entries: string[] = [];
+    let entries: string[];
     try {
       entries = readdirSync(root, { recursive: true }).map(String);
     } catch {
