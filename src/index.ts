@@ -14,3 +14,4 @@ export * from "./execution/index.js";
 export * from "./kernels/index.js";
 export * from "./notebook/index.js";
 export * from "./sandbox/index.js";
+export * from "./runner/index.js";

@@ -18,7 +18,12 @@ export {
   type ShutdownPath,
 } from "./kernel.js";
 export { type ConnectionCounters, KernelConnection, type RejectedMessage } from "./kernel-connection.js";
-export { KernelManager, type KernelManagerOptions, type StartKernelOptions } from "./kernel-manager.js";
+export {
+  KernelManager,
+  type KernelManagerOptions,
+  prepareRuntimeDir,
+  type StartKernelOptions,
+} from "./kernel-manager.js";
 export {
   findKernelspecs,
   getKernelspec,
