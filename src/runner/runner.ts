@@ -85,6 +85,7 @@ const CODE_DIR = "/run/runcell";
 export class Runner {
   readonly #options: RunnerOptions;
   readonly #interpreters: Interpreters;
+  readonly #cleanups = new Set<Promise<unknown>>();
 
   constructor(options: RunnerOptions) {
     this.#options = options;
@@ -184,7 +185,15 @@ export class Runner {
       }
       const outcome = await this.#supervise(proc, limits, options);
       const usage = await proc.usage();
-      await proc.dispose(0);
+      if (lease) {
+        await proc.dispose(0);
+      } else {
+        // A warm run's processes died with its pid namespace; removing its cgroup can finish
+        // after the record is returned. settle() awaits it.
+        const cleanup = proc.dispose(0).catch(() => undefined);
+        this.#cleanups.add(cleanup);
+        void cleanup.finally(() => this.#cleanups.delete(cleanup));
+      }
       const exit = proc.exitStatus ?? { code: null, signal: null };
       record.stdout = outcome.stdout.toString();
       record.stderr = outcome.stderr.toString();
@@ -226,6 +235,11 @@ export class Runner {
     record.finished_at = new Date().toISOString();
     record.duration_ms = Math.round((performance.now() - started) * 1000) / 1000;
     return record;
+  }
+
+  /** Resolves once every finished run's resources (cgroups) are released. */
+  async settle(): Promise<void> {
+    while (this.#cleanups.size > 0) await Promise.all([...this.#cleanups]);
   }
 
   /** Streams output with per-stream caps, and enforces wall time and cancellation. */

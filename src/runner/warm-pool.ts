@@ -31,7 +31,7 @@ export interface WarmPoolOptions {
   profiles?: Record<string, WarmProfile>;
   /** How long a fork server may take to import its profile and say it is ready. Default 60 s. */
   startTimeoutMs?: number;
-  /** Pre-started runs kept ready per profile. Default 2. */
+  /** Pre-started runs kept ready per profile. Default 4. */
   standbys?: number;
   /**
    * The memory, pids and tmpfs limits standbys are prepared with (usually the runner's
@@ -349,7 +349,7 @@ export class WarmPool {
       try {
         const queue = this.#standbys.get(profile) ?? [];
         this.#standbys.set(profile, queue);
-        while (!this.#disposed && queue.length < (this.#options.standbys ?? 2)) {
+        while (!this.#disposed && queue.length < (this.#options.standbys ?? 4)) {
           const zygote = await this.#zygote(profile);
           queue.push(await this.#prepare(zygote, this.#options.standbyLimits));
         }
