@@ -27,7 +27,8 @@ const cleanups = new Set<() => Promise<unknown>>();
 let hooksInstalled = false;
 let interrupted = false;
 
-function killGroup(pgid: number, signal: NodeJS.Signals): void {
+/** Sends `signal` to a whole process group; a group that is gone already is not an error. */
+export function killGroup(pgid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pgid, signal);
   } catch {
@@ -89,8 +90,11 @@ function collect(stream: NodeJS.ReadableStream | null, cap: number): () => strin
   return () => text.slice(-cap);
 }
 
-/** Spawns `argv` as the leader of a new process group, tracked until it exits. */
-function spawnTracked(
+/**
+ * Spawns `argv` as the leader of a new process group, tracked until it exits: an interrupted
+ * bench ends the group, and any group still alive is killed when the bench exits.
+ */
+export function spawnTracked(
   argv: readonly string[],
   options: { cwd?: string; env?: NodeJS.ProcessEnv },
   stdin: "ignore" | "pipe",

@@ -4,9 +4,11 @@
  *
  *   roundtrip  warm execute round trip through KernelExecutor vs jupyter_client's BlockingKernelClient
  *   notebook   wall clock of `runcell run` vs `python3 -m nbconvert --execute` on a generated notebook
+ *   oneshot    Runner.runOnce (one-shot sandboxed runs) vs spawning bubblewrap and python directly:
+ *              latency, throughput with concurrent clients, and a cold `import pandas`
  *
  * Prints tables and the ratios against the goals, and writes bench/results/<timestamp>.json.
- * Usage: npx tsx bench/run.ts [--quick] [--only roundtrip|notebook] [--help]
+ * Usage: npx tsx bench/run.ts [--quick] [--only roundtrip|notebook|oneshot] [--help]
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -15,22 +17,29 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { collectEnvironment, type Environment } from "./env.js";
 import { type NotebookResult, runNotebookBench } from "./notebook.js";
+import { type OneshotResult, type PerEngine, runOneshotBench } from "./oneshot.js";
 import { installSignalHandlers, wasInterrupted } from "./proc.js";
 import { type RoundtripResult, runRoundtrip, SNIPPETS } from "./roundtrip.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const SECTIONS = ["roundtrip", "notebook"] as const;
+const SECTIONS = ["roundtrip", "notebook", "oneshot"] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** runcell p50 / jupyter_client p50 must be at most this. */
 const ROUNDTRIP_GOAL = 0.95;
 /** runcell wall / nbconvert wall must be at most this. */
 const NOTEBOOK_GOAL = 0.5;
+/** runcell one-shot p50 / direct bubblewrap spawn p50 must be at most this. */
+const ONESHOT_GOAL = 0.35;
+/** runcell runs/s / direct bubblewrap spawn runs/s must be at least this. */
+const THROUGHPUT_GOAL = 3;
+/** runcell `import pandas` p50 / cold sandboxed spawn p50 must be at most this. */
+const PANDAS_GOAL = 0.05;
 
 const USAGE = `usage: npx tsx bench/run.ts [options]   (or: make bench ARGS="...")
 
   --quick              fewer iterations, rounds and runs (a smoke test of the suite, noisy numbers)
-  --only SECTION       roundtrip | notebook (comma-separated for several; default: both)
+  --only SECTION       roundtrip | notebook | oneshot (comma-separated for several; default: all)
   --rounds N           round-trip rounds, each with fresh kernels (default 3, quick 1)
   --iterations N       measured executions per snippet per round (default 500, quick 100)
   --warmup N           warm-up executions per snippet per round (default 50, quick 10)
@@ -39,6 +48,11 @@ const USAGE = `usage: npx tsx bench/run.ts [options]   (or: make bench ARGS="...
   --cells N            cells in the generated notebook (default 40)
   --kernel NAME        kernelspec to use (default python3)
   --cli PATH           runcell's CLI for the notebook section (default dist/cli/main.js)
+  --oneshot-runs N     measured one-shot print(1+1) runs per engine (default 200, quick 40)
+  --oneshot-block N    one-shot runs per block; blocks rotate between engines (default 20, quick 10)
+  --throughput-runs N  runs per engine in the throughput test (default 100, quick 30)
+  --clients N          concurrent clients in the throughput test (default 2)
+  --pandas-runs N      measured \`import pandas\` runs per engine, 0 to skip (default 20, quick 5)
   -h, --help           this text`;
 
 interface BenchOptions {
@@ -53,6 +67,12 @@ interface BenchOptions {
   cells: number;
   kernel: string;
   cli: string;
+  oneshotRuns: number;
+  oneshotWarmup: number;
+  oneshotBlock: number;
+  throughputRuns: number;
+  clients: number;
+  pandasRuns: number;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -76,6 +96,11 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
       cells: { type: "string" },
       kernel: { type: "string", default: "python3" },
       cli: { type: "string" },
+      "oneshot-runs": { type: "string" },
+      "oneshot-block": { type: "string" },
+      "throughput-runs": { type: "string" },
+      clients: { type: "string" },
+      "pandas-runs": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -104,6 +129,12 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
     cells: positiveInt("cells", values.cells, 40),
     kernel: values.kernel ?? "python3",
     cli: resolve(values.cli ?? join(ROOT, "dist/cli/main.js")),
+    oneshotRuns: positiveInt("oneshot-runs", values["oneshot-runs"], quick ? 40 : 200),
+    oneshotWarmup: quick ? 2 : 5,
+    oneshotBlock: positiveInt("oneshot-block", values["oneshot-block"], quick ? 10 : 20),
+    throughputRuns: positiveInt("throughput-runs", values["throughput-runs"], quick ? 30 : 100),
+    clients: positiveInt("clients", values.clients, 2),
+    pandasRuns: positiveInt("pandas-runs", values["pandas-runs"], quick ? 5 : 20, 0),
   };
 }
 
@@ -130,6 +161,7 @@ function table(rows: string[][]): string {
 const ms = (value: number): string => value.toFixed(2);
 const ratio = (value: number): string => (Number.isFinite(value) ? value.toFixed(2) : "n/a");
 const verdict = (value: number, goal: number): "PASS" | "MISS" => (value <= goal ? "PASS" : "MISS");
+const verdictAtLeast = (value: number, goal: number): "PASS" | "MISS" => (value >= goal ? "PASS" : "MISS");
 
 function printEnvironment(env: Environment): void {
   const python =
@@ -229,9 +261,118 @@ function printNotebook(result: NotebookResult): void {
   }
 }
 
+/** The rows of the one-shot tables: runcell's engines (the cold one only if shown), then the spawns. */
+function oneshotRows<T>(
+  engines: PerEngine<T>,
+  runcellPath: string,
+): Array<{ name: string; value: T; engine: keyof PerEngine<T> }> {
+  const rows: Array<{ name: string; value: T; engine: keyof PerEngine<T> }> = [
+    { name: `runcell (${runcellPath})`, value: engines.runcell, engine: "runcell" },
+  ];
+  if (engines.runcell_cold !== null) {
+    rows.push({ name: "runcell (cold)", value: engines.runcell_cold, engine: "runcell_cold" });
+  }
+  rows.push({ name: "bwrap", value: engines.bwrap, engine: "bwrap" });
+  rows.push({ name: "python", value: engines.python, engine: "python" });
+  return rows;
+}
+
+function printOneshot(result: OneshotResult): void {
+  const { latency, throughput, pandas, runner } = result;
+  const cgroups = runner.cgroups.in_use
+    ? `cgroups ${runner.cgroups.version} (${[runner.cgroups.memory && "memory", runner.cgroups.pids && "pids"]
+        .filter(Boolean)
+        .join(", ")})`
+    : "no cgroups";
+  const pool = runner.warm_pool;
+  console.log(
+    `\n== One-shot ${result.code}, ms: ${latency.runs} sequential runs per engine (+${latency.warmup} warm-up), ` +
+      `in blocks of ${latency.block} that rotate between the engines ==`,
+  );
+  const hasCold = latency.engines.runcell_cold !== null;
+  console.log(
+    `   runcell: Runner.runOnce, sandboxes built as the CLI builds them (bubblewrap + ${cgroups} + rlimits)\n` +
+      (pool.in_use
+        ? `     (${latency.runner.path}): with a warm pool (fork server started in ${pool.start_ms.default ?? "?"} ms; ` +
+          `${latency.runner.warm_runs} of ${latency.runner.runs} runs served warm)\n` +
+          "     (cold): without one, a fresh sandboxed interpreter per run (the CLI's Runner)\n"
+        : `     (${latency.runner.path}): no warm pool: ${pool.error ?? "?"}\n`) +
+      `   bwrap:  ${result.commands.bwrap}\n` +
+      `   python: ${result.commands.python}\n` +
+      "   each sample: from just before the run starts until it has exited and its output is collected\n",
+  );
+  const rows = [["engine", "p50", "p95", "min", "mean", "runs"]];
+  for (const { name, value } of oneshotRows(latency.engines, latency.runner.path)) {
+    const { summary } = value;
+    rows.push([name, ms(summary.p50), ms(summary.p95), ms(summary.min), ms(summary.mean), String(summary.n)]);
+  }
+  console.log(table(rows));
+  console.log(
+    `\n   runcell's own Execution.duration_ms: p50 ${ms(latency.runcell_duration_ms.p50)}, ` +
+      `p95 ${ms(latency.runcell_duration_ms.p95)}\n` +
+      `   ratio runcell/bwrap p50: ${ratio(latency.p50_ratio_vs_bwrap)} (goal ≤ ${ONESHOT_GOAL}) ` +
+      `${verdict(latency.p50_ratio_vs_bwrap, ONESHOT_GOAL)}; p95: ${ratio(latency.p95_ratio_vs_bwrap)}; ` +
+      `runcell/python p50: ${ratio(latency.p50_ratio_vs_python)}` +
+      (hasCold ? `; runcell (cold)/bwrap p50: ${ratio(latency.cold_p50_ratio_vs_bwrap ?? Number.NaN)}` : ""),
+  );
+
+  console.log(
+    `\n== Throughput of ${result.code}: ${throughput.runs} runs per engine, ${throughput.clients} concurrent ` +
+      "clients each running its share back to back; engines take turns ==\n",
+  );
+  const throughputRows = [["engine", "runs/s", "wall s", "runs"]];
+  for (const { name, value } of oneshotRows(throughput.engines, throughput.runner.path)) {
+    throughputRows.push([
+      name,
+      value.runs_per_s.toFixed(1),
+      (value.wall_ms / 1000).toFixed(2),
+      String(value.runs),
+    ]);
+  }
+  console.log(table(throughputRows));
+  console.log(
+    `\n   ratio runcell/bwrap runs/s: ${ratio(throughput.ratio_vs_bwrap)} (goal ≥ ${THROUGHPUT_GOAL}) ` +
+      `${verdictAtLeast(throughput.ratio_vs_bwrap, THROUGHPUT_GOAL)}; ` +
+      `runcell/python: ${ratio(throughput.ratio_vs_python)}` +
+      (hasCold ? `; runcell (cold)/bwrap: ${ratio(throughput.cold_ratio_vs_bwrap ?? Number.NaN)}` : "") +
+      `\n   runcell runs served warm: ${throughput.runner.warm_runs} of ${throughput.runner.runs}`,
+  );
+
+  if (!pandas.available) {
+    console.log(`\n== import pandas: not available ==\n   ${pandas.error}`);
+    return;
+  }
+  console.log(
+    `\n== import pandas; print(pandas.__version__) (pandas ${pandas.version}), ms: ${pandas.runs} runs per ` +
+      `engine (+${pandas.warmup} warm-up), in blocks of ${pandas.block} ==`,
+  );
+  const profileStart = pandas.runner.profile ? pool.start_ms[pandas.runner.profile] : undefined;
+  console.log(
+    `   runcell: ${pandas.runner.label}` +
+      (profileStart !== undefined ? `; its fork server started in ${profileStart} ms` : "") +
+      `\n   bwrap:  ${result.commands.bwrap_pandas}\n` +
+      "   (the sandboxed spawn also needs /etc/alternatives, where numpy finds BLAS and LAPACK)\n",
+  );
+  const pandasRows = [["engine", "p50", "p95", "min", "runs"]];
+  for (const { name, value } of oneshotRows(pandas.engines, pandas.runner.path)) {
+    const { summary } = value;
+    pandasRows.push([name, ms(summary.p50), ms(summary.p95), ms(summary.min), String(summary.n)]);
+  }
+  console.log(table(pandasRows));
+  console.log(
+    `\n   ratio runcell/bwrap p50: ${ratio(pandas.p50_ratio_vs_bwrap)} (goal ≤ ${PANDAS_GOAL}) ` +
+      `${verdict(pandas.p50_ratio_vs_bwrap, PANDAS_GOAL)}; runcell/python p50: ${ratio(pandas.p50_ratio_vs_python)}` +
+      (pandas.cold_p50_ratio_vs_bwrap !== null
+        ? `; runcell (cold)/bwrap p50: ${ratio(pandas.cold_p50_ratio_vs_bwrap)}`
+        : ""),
+  );
+}
+
 interface GoalLine {
   name: string;
   ratio: number | null;
+  /** Whether the ratio must stay at most (≤) or reach at least (≥) the goal. */
+  comparison: "≤" | "≥";
   goal: number;
   verdict: "PASS" | "MISS" | "NOT AVAILABLE" | "ERROR";
   detail: string | null;
@@ -268,6 +409,7 @@ async function main(): Promise<number> {
   const goals: GoalLine[] = [];
   let roundtrip: SectionOutcome<RoundtripResult> | undefined;
   let notebook: SectionOutcome<NotebookResult> | undefined;
+  let oneshot: SectionOutcome<OneshotResult> | undefined;
 
   if (options.sections.includes("roundtrip")) {
     try {
@@ -286,6 +428,7 @@ async function main(): Promise<number> {
       goals.push({
         name: "roundtrip p50 ratio runcell/jupyter_client",
         ratio: result.overall_p50_ratio,
+        comparison: "≤",
         goal: ROUNDTRIP_GOAL,
         verdict: verdict(result.overall_p50_ratio, ROUNDTRIP_GOAL),
         detail: null,
@@ -298,6 +441,7 @@ async function main(): Promise<number> {
       goals.push({
         name: "roundtrip p50 ratio runcell/jupyter_client",
         ratio: null,
+        comparison: "≤",
         goal: ROUNDTRIP_GOAL,
         verdict: "ERROR",
         detail: firstLine(message),
@@ -323,6 +467,7 @@ async function main(): Promise<number> {
       goals.push({
         name: "notebook wall ratio runcell/nbconvert",
         ratio: result.ratio,
+        comparison: "≤",
         goal: NOTEBOOK_GOAL,
         verdict: result.ratio === null ? "NOT AVAILABLE" : verdict(result.ratio, NOTEBOOK_GOAL),
         detail: missing?.error ? firstLine(missing.error) : null,
@@ -335,6 +480,7 @@ async function main(): Promise<number> {
       goals.push({
         name: "notebook wall ratio runcell/nbconvert",
         ratio: null,
+        comparison: "≤",
         goal: NOTEBOOK_GOAL,
         verdict: "ERROR",
         detail: firstLine(message),
@@ -342,11 +488,85 @@ async function main(): Promise<number> {
     }
   }
 
+  if (options.sections.includes("oneshot")) {
+    const names = {
+      latency: "one-shot p50 ratio runcell/bwrap",
+      throughput: `throughput ratio runcell/bwrap (${options.clients} clients)`,
+      pandas: "pandas p50 ratio runcell/cold bwrap",
+    };
+    try {
+      const result = await runOneshotBench({
+        runs: options.oneshotRuns,
+        warmup: options.oneshotWarmup,
+        block: options.oneshotBlock,
+        throughputRuns: options.throughputRuns,
+        clients: options.clients,
+        pandasRuns: options.pandasRuns,
+        log,
+      });
+      oneshot = { status: "ok", result };
+      printOneshot(result);
+      goals.push(
+        {
+          name: names.latency,
+          ratio: result.latency.p50_ratio_vs_bwrap,
+          comparison: "≤",
+          goal: ONESHOT_GOAL,
+          verdict: verdict(result.latency.p50_ratio_vs_bwrap, ONESHOT_GOAL),
+          detail: `runcell ${result.latency.runner.path}`,
+        },
+        {
+          name: names.throughput,
+          ratio: result.throughput.ratio_vs_bwrap,
+          comparison: "≥",
+          goal: THROUGHPUT_GOAL,
+          verdict: verdictAtLeast(result.throughput.ratio_vs_bwrap, THROUGHPUT_GOAL),
+          detail: `runcell ${result.throughput.runner.path}`,
+        },
+        result.pandas.available
+          ? {
+              name: names.pandas,
+              ratio: result.pandas.p50_ratio_vs_bwrap,
+              comparison: "≤",
+              goal: PANDAS_GOAL,
+              verdict: verdict(result.pandas.p50_ratio_vs_bwrap, PANDAS_GOAL),
+              detail: `runcell ${result.pandas.runner.label}`,
+            }
+          : {
+              name: names.pandas,
+              ratio: null,
+              comparison: "≤",
+              goal: PANDAS_GOAL,
+              verdict: "NOT AVAILABLE",
+              detail: firstLine(result.pandas.error),
+            },
+      );
+    } catch (error) {
+      if (wasInterrupted()) return waitForExit();
+      const message = (error as Error).message;
+      oneshot = { status: "error", error: (error as Error).stack ?? message };
+      console.log(`\n== One-shot: FAILED ==\n${message}`);
+      const failed = (name: string, comparison: GoalLine["comparison"], goal: number): GoalLine => ({
+        name,
+        ratio: null,
+        comparison,
+        goal,
+        verdict: "ERROR",
+        detail: firstLine(message),
+      });
+      goals.push(
+        failed(names.latency, "≤", ONESHOT_GOAL),
+        failed(names.throughput, "≥", THROUGHPUT_GOAL),
+        failed(names.pandas, "≤", PANDAS_GOAL),
+      );
+    }
+  }
+
   console.log("\n== Summary ==");
   for (const line of goals) {
     const value = line.ratio === null ? "n/a" : ratio(line.ratio);
     const detail = line.detail ? `: ${line.detail}` : "";
-    console.log(`${line.name}: ${value} (goal ≤ ${line.goal}) ${line.verdict}${detail}`);
+    console.log(`${line.name}: ${value} (goal ${line.comparison} ${line.goal}) ${line.verdict}${detail}`);
   }
 
   const finishedAt = new Date();
@@ -365,7 +585,13 @@ async function main(): Promise<number> {
     finished_at: finishedAt.toISOString(),
     argv: process.argv.slice(2),
     options,
-    goals: { roundtrip_p50_ratio_max: ROUNDTRIP_GOAL, notebook_wall_ratio_max: NOTEBOOK_GOAL },
+    goals: {
+      roundtrip_p50_ratio_max: ROUNDTRIP_GOAL,
+      notebook_wall_ratio_max: NOTEBOOK_GOAL,
+      oneshot_p50_ratio_max: ONESHOT_GOAL,
+      oneshot_throughput_ratio_min: THROUGHPUT_GOAL,
+      oneshot_pandas_p50_ratio_max: PANDAS_GOAL,
+    },
     environment: {
       ...environment,
       load_average_at_end: os.loadavg().map((value) => Math.round(value * 100) / 100),
@@ -373,6 +599,7 @@ async function main(): Promise<number> {
     summary: goals,
     roundtrip: roundtrip ?? null,
     notebook: notebook ?? null,
+    oneshot: oneshot ?? null,
   };
   await writeFile(file, `${JSON.stringify(report, null, 1)}\n`);
   console.log(`\nresults: ${relative(process.cwd(), file)}`);
