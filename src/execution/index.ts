@@ -8,3 +8,4 @@ export {
 } from "./kernel-executor.js";
 export { type CollectedOutputs, OutputCollector, type OutputCollectorOptions } from "./output-collector.js";
 export * from "./types.js";
+export { newExecution } from "./new-execution.js";

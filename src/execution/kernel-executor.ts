@@ -15,6 +15,7 @@ import type {
   StreamContent,
 } from "../kernels/messages.js";
 import { categorizeException, stripAnsi } from "./classify.js";
+import { newExecution } from "./new-execution.js";
 import { OutputCollector } from "./output-collector.js";
 import type {
   DisplayOutput,
@@ -167,27 +168,11 @@ export class KernelExecutor {
   /** Queues `code` and resolves with its finished Execution record. */
   execute(code: string, options: ExecuteOptions = {}): Promise<Execution> {
     const now = new Date().toISOString();
-    const record: Execution = {
-      id: randomUUID(),
-      session_id: options.sessionId ?? null,
-      block_id: options.blockId ?? null,
+    const record = newExecution({
       language: this.#options.language,
       code,
-      status: "queued",
-      stdout: "",
-      stderr: "",
-      outputs: [],
-      error: null,
-      exit_code: null,
-      signal: null,
-      limit: null,
-      execution_count: null,
-      truncated: false,
-      stdout_bytes: 0,
-      stderr_bytes: 0,
-      dropped_bytes: 0,
-      cpu_ms: null,
-      peak_memory_bytes: null,
+      sessionId: options.sessionId,
+      blockId: options.blockId,
       limits: {
         time_ms: options.timeoutMs ?? null,
         memory_bytes: null,
@@ -195,11 +180,7 @@ export class KernelExecutor {
         output_bytes: options.outputBytes ?? this.#options.outputBytes,
         network: null,
       },
-      created_at: now,
-      started_at: null,
-      finished_at: null,
-      duration_ms: null,
-    };
+    });
     const job = new Job(
       record,
       options,

@@ -1,8 +1,8 @@
-import { randomUUID } from "node:crypto";
 import { chmod, chown, mkdir, rm, writeFile } from "node:fs/promises";
 import { dirname, isAbsolute, join, normalize } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
 import { CappedText } from "../execution/capped-text.js";
+import { newExecution } from "../execution/new-execution.js";
 import type { Execution, ExecutionError, ExecutionStatus, LimitKind, Output } from "../execution/types.js";
 import { DEFAULT_CEILINGS, DEFAULT_LIMITS, type ResourceLimits, resolveLimits } from "../sandbox/limits.js";
 import { BwrapSandbox } from "../sandbox/bwrap-sandbox.js";
@@ -112,7 +112,17 @@ export class Runner {
       throw new InvalidArgumentError("INVALID_FILES", "pass either files or a workspace directory, not both");
     }
     const spec = languageSpec(language, this.#interpreters);
-    const record = newRecord(language, options.code, limits, options.network ?? false);
+    const record = newExecution({
+      language,
+      code: options.code,
+      limits: {
+        time_ms: limits.timeMs,
+        memory_bytes: limits.memoryBytes,
+        pids: limits.pids,
+        output_bytes: limits.outputBytes,
+        network: options.network ?? false,
+      },
+    });
     const started = performance.now();
     record.started_at = new Date().toISOString();
     record.status = "running";
@@ -396,42 +406,6 @@ function streamOutputs(stdout: string, stderr: string): Output[] {
   if (stdout) outputs.push({ type: "stream", name: "stdout", text: stdout });
   if (stderr) outputs.push({ type: "stream", name: "stderr", text: stderr });
   return outputs;
-}
-
-function newRecord(language: string, code: string, limits: ResourceLimits, network: boolean): Execution {
-  return {
-    id: randomUUID(),
-    session_id: null,
-    block_id: null,
-    language,
-    code,
-    status: "queued",
-    stdout: "",
-    stderr: "",
-    outputs: [],
-    error: null,
-    exit_code: null,
-    signal: null,
-    limit: null,
-    execution_count: null,
-    truncated: false,
-    stdout_bytes: 0,
-    stderr_bytes: 0,
-    dropped_bytes: 0,
-    cpu_ms: null,
-    peak_memory_bytes: null,
-    limits: {
-      time_ms: limits.timeMs,
-      memory_bytes: limits.memoryBytes,
-      pids: limits.pids,
-      output_bytes: limits.outputBytes,
-      network,
-    },
-    created_at: new Date().toISOString(),
-    started_at: null,
-    finished_at: null,
-    duration_ms: null,
-  };
 }
 
 function validateFiles(files: InputFile[], maxBytes: number): InputFile[] {
