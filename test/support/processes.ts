@@ -46,6 +46,45 @@ export function processesMatching(needle: string): number[] {
   return pids;
 }
 
+/** A process as `processesOwnedBy` reports it. */
+export interface OwnedProcess {
+  pid: number;
+  /** Real uid (first field of the `Uid:` line of /proc/<pid>/status). */
+  uid: number;
+  /** State letter; zombies (Z) are included, since they are what a missing reaper leaves. */
+  state: string;
+  /** Parent pid: who has to reap it once it is a zombie (1: the host's init). */
+  ppid: number;
+  /** The process name (`Name:`), for messages. */
+  name: string;
+}
+
+/** Processes (zombies included), other than this one, whose real uid satisfies `match`. */
+export function processesOwnedBy(match: (uid: number) => boolean): OwnedProcess[] {
+  const found: OwnedProcess[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${entry}/status`, "utf8");
+    } catch {
+      continue; // exited while we looked
+    }
+    const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]);
+    if (!Number.isInteger(uid) || !match(uid)) continue;
+    found.push({
+      pid,
+      uid,
+      state: processState(pid) ?? "?",
+      ppid: Number(/^PPid:\s+(\d+)/m.exec(status)?.[1] ?? -1),
+      name: /^Name:\s+(.*)$/m.exec(status)?.[1] ?? "?",
+    });
+  }
+  return found;
+}
+
 /**
  * Polls `check` every 50 ms until it returns true or `timeoutMs` passes; returns the last result.
  * Only for observing the OS (a process going away), where no event can be awaited.

@@ -1,0 +1,205 @@
+/**
+ * Attacks: nothing — this is the golden posture every hostile case relies on, read from inside
+ * the run and from the host (HOSTILE.md #34, anchor: gVisor `sandboxposture_test.go`, isolate
+ * fd closing).
+ *
+ * Expected inside: uid/gid 1000 (all four ids), no capabilities in any set, NoNewPrivs 1,
+ * namespaces (user, pid, net, ipc, uts, mnt, cgroup) all different from runcell's, rlimits as
+ * configured (CPU 2 s, file 16 MiB, nofile 256, core 0), and only fds 0, 1, 2 open.
+ * Expected from the host, while the run sleeps: every process of the run's cgroup runs as the
+ * run's pooled host uid with CapEff 0 and NoNewPrivs 1; cancelling the run then ends it as
+ * `cancelled`.
+ *
+ * Known bug (expected failure, flips when fixed): runcell hands every descriptor it inherited
+ * without close-on-exec to the sandbox (the launcher chain sh → setpriv → prlimit → bwrap closes
+ * nothing). The last case reproduces it deterministically by starting a runner that inherits
+ * an extra fd 200; the in-process case tolerates exactly the fds this test worker itself
+ * inherited that way (none on a clean host) and nothing else.
+ *
+ * Deterministic: all values are fixed by the sandbox configuration; the host-side probe waits
+ * for the run to print READY (bounded by the run's own wall limit) before reading /proc.
+ */
+import { spawn } from "node:child_process";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, it } from "vitest";
+import type { Execution } from "../../../src/execution/types.js";
+import { describeRun, needs, probeHost, probeResults, SUITE_LIMITS, useHarness } from "../harness.js";
+
+const host = await probeHost();
+const h = useHarness(host);
+const c = needs(host, "bwrap");
+const outside = needs(host, "bwrap", "root", "pids");
+
+const NAMESPACES = ["user", "pid", "net", "ipc", "uts", "mnt", "cgroup"];
+
+/** Descriptors above 2 that this process holds without O_CLOEXEC, i.e. would pass to children. */
+function inheritableFds(): number[] {
+  const fds: number[] = [];
+  for (const entry of readdirSync("/proc/self/fd")) {
+    const fd = Number(entry);
+    if (fd <= 2) continue;
+    try {
+      const flags = /^flags:\s+([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))?.[1];
+      if (flags !== undefined && (parseInt(flags, 8) & 0o2000000) === 0) fds.push(fd);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return fds;
+}
+
+const FD_PROBE = [
+  "fds = []",
+  "for fd in range(1024):",
+  "    try:",
+  "        os.fstat(fd)",
+  "        fds.append(fd)",
+  "    except OSError:",
+  "        pass",
+  "print('FDS=' + json.dumps(fds))",
+];
+
+function statusField(status: string, key: string): string {
+  return new RegExp(`^${key}:\\s*(.*)$`, "m").exec(status)?.[1]?.trim() ?? "";
+}
+
+describe.concurrent("posture", () => {
+  it.skipIf(c.skip)(
+    `#34 inside: uid 1000, no caps, NoNewPrivs, own namespaces, rlimits, fds 0-2${c.label}`,
+    async ({ expect }) => {
+      const code = [
+        "import json, os",
+        "status = open('/proc/self/status').read()",
+        "print('STATUS=' + json.dumps(status))",
+        `print('NS=' + json.dumps({n: os.readlink(f'/proc/self/ns/{n}') for n in ${JSON.stringify(NAMESPACES)}}))`,
+        "print('LIMITS=' + json.dumps(open('/proc/self/limits').read()))",
+        ...FD_PROBE,
+      ].join("\n");
+      const { execution: e } = await h.run({ language: "python", code });
+      expect(e.status, describeRun(e)).toBe("completed");
+      const r = probeResults(e);
+      const status = r.STATUS as string;
+      expect(statusField(status, "Uid").split(/\s+/)).toEqual(["1000", "1000", "1000", "1000"]);
+      expect(statusField(status, "Gid").split(/\s+/)).toEqual(["1000", "1000", "1000", "1000"]);
+      for (const set of ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]) {
+        expect(statusField(status, set), set).toBe("0000000000000000");
+      }
+      expect(statusField(status, "NoNewPrivs")).toBe("1");
+
+      const ns = r.NS as Record<string, string>;
+      for (const name of NAMESPACES) {
+        expect(ns[name], name).not.toBe(readlinkSync(`/proc/self/ns/${name}`));
+      }
+
+      const limits = r.LIMITS as string;
+      const limit = (label: string) =>
+        new RegExp(`^${label}\\s+(\\S+)\\s+(\\S+)`, "m").exec(limits)?.slice(1, 3);
+      expect(limit("Max cpu time")).toEqual([
+        String(SUITE_LIMITS.cpuMs / 1000),
+        String(SUITE_LIMITS.cpuMs / 1000 + 1),
+      ]);
+      expect(limit("Max file size")).toEqual([
+        String(SUITE_LIMITS.fileBytes),
+        String(SUITE_LIMITS.fileBytes),
+      ]);
+      expect(limit("Max open files")).toEqual([
+        String(SUITE_LIMITS.openFiles),
+        String(SUITE_LIMITS.openFiles),
+      ]);
+      expect(limit("Max core file size")).toEqual(["0", "0"]);
+      if (host.root) expect(limit("Max processes")?.[0]).not.toBe("unlimited");
+
+      // Anything beyond 0-2 must be an fd this worker itself inherited (see the known-bug case).
+      const leaked = inheritableFds();
+      expect((r.FDS as number[]).filter((fd) => fd > 2 && !leaked.includes(fd))).toEqual([]);
+      expect((r.FDS as number[]).slice(0, 3)).toEqual([0, 1, 2]);
+      h.report("34-posture-inside", e, { fds: r.FDS, worker_inherited_fds: leaked });
+    },
+  );
+
+  it.skipIf(outside.skip)(
+    `#34 from the host: pooled uid, CapEff 0, NoNewPrivs 1; cancel ends it${outside.label}`,
+    async ({ expect }) => {
+      const abort = new AbortController();
+      let ready!: () => void;
+      const isReady = new Promise<void>((resolve) => (ready = resolve));
+      const live = h.start({
+        language: "python",
+        code: "import time\nprint('READY', flush=True)\ntime.sleep(30)",
+        signal: abort.signal,
+        onStdout: (text) => text.includes("READY") && ready(),
+      });
+      // Bounded: the run's own wall limit ends it (and `done` settles) if READY never comes.
+      await Promise.race([isReady, live.done]);
+      const members = live.tracked.cgroupDirs.flatMap((dir) => {
+        try {
+          return readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
+        } catch {
+          return [];
+        }
+      });
+      const seen = [...new Set(members)].map((pid) => {
+        const status = readFileSync(`/proc/${pid}/status`, "utf8");
+        return {
+          name: statusField(status, "Name"),
+          uid: statusField(status, "Uid").split(/\s+/),
+          capEff: statusField(status, "CapEff"),
+          noNewPrivs: statusField(status, "NoNewPrivs"),
+        };
+      });
+      abort.abort();
+      const { execution: e, tracked } = await live.done;
+      expect(e.status, describeRun(e)).toBe("cancelled");
+      expect(e.error?.category).toBe("cancelled");
+      expect(seen.map((p) => p.name).sort()).toEqual(["bwrap", "bwrap", "python3"]);
+      const uid = String(tracked.uids[0]);
+      expect(Number(uid)).toBeGreaterThanOrEqual(200_000);
+      for (const p of seen) {
+        expect(p.uid, p.name).toEqual([uid, uid, uid, uid]);
+        expect(p.capEff, p.name).toBe("0000000000000000");
+        expect(p.noNewPrivs, p.name).toBe("1");
+      }
+      h.report("34-posture-outside", e, { processes: seen });
+    },
+  );
+});
+
+// Sequential, after the others: its child process's pipes would otherwise count as fds the
+// runner leaked in the harness's check of a concurrent case.
+describe("posture: inherited descriptors", () => {
+  it.skipIf(c.skip).fails(
+    `#34 KNOWN BUG: an fd runcell inherited without close-on-exec reaches the sandbox (expected to fail until fds > 2 are closed)${c.label}`,
+    async ({ expect }) => {
+      // bash opens fd 200 (not close-on-exec) and execs a runner, which runs the probe.
+      const child = spawn(
+        "/bin/bash",
+        [
+          "-c",
+          'exec 200</dev/null; exec "$0" "$@"',
+          process.execPath,
+          "--import",
+          "tsx",
+          fileURLToPath(new URL("./inherited-fd-child.ts", import.meta.url)),
+          join(h.runtimeDir, "child"),
+          String(h.uidRange.first + h.uidRange.size - 16),
+          "16",
+        ],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
+      let out = "";
+      let err = "";
+      child.stdout!.on("data", (chunk: Buffer) => (out += chunk));
+      child.stderr!.on("data", (chunk: Buffer) => (err += chunk));
+      const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+      const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+      clearTimeout(timer);
+      expect(code, err).toBe(0);
+      const e = JSON.parse(out) as Execution;
+      expect(e.status, describeRun(e)).toBe("completed");
+      h.report("34-inherited-fd", e, { fds: probeResults(e).FDS });
+      expect(probeResults(e).FDS).toEqual([0, 1, 2]);
+    },
+  );
+});
