@@ -60,6 +60,18 @@ export interface BwrapSandboxOptions {
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/**
+ * Closes every descriptor above 2, then execs the rest of the argv. bash, because dash cannot
+ * name descriptors above 9; the list is read (in a subshell) before anything is closed.
+ */
+const CLOSE_INHERITED_FDS = [
+  "/bin/bash",
+  "-c",
+  // No redirection on the loop: bash would park the real stderr on a high fd that the loop closes.
+  'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; exec "$@"',
+  "runcell-closefds",
+];
+
 /** The launcher chain's own environment; the program's is passed with --setenv. */
 const LAUNCHER_ENV: Record<string, string> = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
 
@@ -198,6 +210,9 @@ export class BwrapSandbox implements Sandbox {
       sandbox.push(bind.writable ? "--bind" : "--ro-bind", bind.path, bind.target ?? bind.path);
     // The program's environment is set by bwrap inside the sandbox: the launcher chain outside
     // runs as root and must never see caller-supplied variables such as LD_PRELOAD.
+    // The sandbox's own root (a tmpfs bwrap makes, with no size limit) is read-only once every
+    // mount is in place; /tmp, /dev/shm and /workspace are separate, sized, writable tmpfs.
+    sandbox.push("--remount-ro", "/");
     sandbox.push("--clearenv");
     for (const [name, value] of Object.entries(env)) {
       if (!ENV_NAME.test(name))
@@ -255,7 +270,12 @@ export class BwrapSandbox implements Sandbox {
             stagingDir,
           ]
         : [];
-    return joinCgroupArgv(cgroupProcs, [...stage, ...dropPrivileges, ...rlimits, ...sandbox]);
+    // First of all, close every descriptor above 2 that runcell itself inherited without
+    // close-on-exec: nothing of runcell's may reach the sandbox.
+    return [
+      ...CLOSE_INHERITED_FDS,
+      ...joinCgroupArgv(cgroupProcs, [...stage, ...dropPrivileges, ...rlimits, ...sandbox]),
+    ];
   }
 
   /** Whether this sandbox enforces a memory limit at all (cgroup, or the RLIMIT_AS fallback). */
