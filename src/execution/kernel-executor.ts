@@ -167,7 +167,6 @@ export class KernelExecutor {
 
   /** Queues `code` and resolves with its finished Execution record. */
   execute(code: string, options: ExecuteOptions = {}): Promise<Execution> {
-    const now = new Date().toISOString();
     const record = newExecution({
       language: this.#options.language,
       code,
