@@ -234,12 +234,11 @@ export class BwrapSandbox implements Sandbox {
       `--fsize=${limits.fileBytes}`,
       `--nofile=${limits.openFiles}`,
       "--core=0",
-      // A per-sandbox uid makes RLIMIT_NPROC a per-sandbox cap; the pids cgroup is the primary one.
-      // One above the cgroup's cap so the cgroup refuses first and records it (pids.events), which
-      // is how a run learns it hit the limit; at the same value the rlimit wins silently.
-      ...(isRoot && o.hostUid !== undefined
-        ? [`--nproc=${o.cgroups?.support.pids ? limits.pids + 1 : limits.pids}`]
-        : []),
+      // Without a pids cgroup, RLIMIT_NPROC under a per-sandbox uid is the process cap. With one,
+      // the cgroup is the cap (it records the hit, in pids.events) and no RLIMIT_NPROC is set:
+      // that rlimit counts every process of the uid host-wide, so it would let two runcell
+      // processes that happen to pick the same uid starve each other.
+      ...(isRoot && o.hostUid !== undefined && !o.cgroups?.support.pids ? [`--nproc=${limits.pids}`] : []),
       ...(o.cgroups?.support.memory || policy.addressSpaceFallback === false
         ? []
         : [`--as=${limits.memoryBytes}`]),

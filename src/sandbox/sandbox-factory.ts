@@ -1,3 +1,4 @@
+import { randomInt } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { BwrapSandbox, SANDBOX_UID, type SandboxPolicy } from "./bwrap-sandbox.js";
@@ -15,7 +16,7 @@ export interface SandboxFactoryOptions {
   runtimeDir: string;
   /** First host uid of the pool sandboxes run as (when runcell is root). Default 200000. */
   firstUid?: number;
-  /** Size of the uid pool, i.e. the most sandboxes alive at once with distinct uids. Default 4096. */
+  /** Size of the uid pool, i.e. the most sandboxes alive at once with distinct uids. Default 65536. */
   uidPoolSize?: number;
 }
 
@@ -35,7 +36,8 @@ export class SandboxFactory {
   readonly mode: SandboxMode;
   readonly #options: SandboxFactoryOptions;
   readonly #uidsInUse = new Set<number>();
-  #nextUid = 0;
+  /** Where this process starts in the pool: random, so concurrent runcell processes rarely meet. */
+  #nextUid = randomInt(0, 1 << 16);
   #identity: Promise<{ passwd: string; group: string }> | undefined;
 
   constructor(options: SandboxFactoryOptions) {
@@ -72,7 +74,7 @@ export class SandboxFactory {
 
   #allocateUid(): number {
     const first = this.#options.firstUid ?? 200_000;
-    const size = this.#options.uidPoolSize ?? 4096;
+    const size = this.#options.uidPoolSize ?? 65_536;
     for (let i = 0; i < size; i++) {
       const uid = first + ((this.#nextUid + i) % size);
       if (!this.#uidsInUse.has(uid)) {
