@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { chmod, mkdir, rm } from "node:fs/promises";
+import { constants } from "node:os";
 import { join } from "node:path";
 import { AbortedError } from "../errors.js";
 import type { ProcessExit, Sandbox, SandboxProcess } from "../sandbox/types.js";
@@ -96,6 +97,8 @@ export class Kernel {
   #stopping = false;
   #disposed: Promise<ShutdownPath> | undefined;
   #restarting: Promise<void> | undefined;
+  /** The latest removal of the connection file and socket dir (see #removeConnectionFile). */
+  #removal: Promise<void> = Promise.resolve();
   readonly #messageListeners = new Set<MessageListener>();
   readonly #statusListeners = new Set<StatusListener>();
   readonly #rejectListeners = new Set<(rejected: RejectedMessage) => void>();
@@ -300,6 +303,11 @@ export class Kernel {
     }
     const env = { ...options.env, ...this.spec.env, ...options.envOverrides };
     const argv = [...kernelArgv(this.spec, this.#connectionFile), ...(options.extraArguments ?? [])];
+    // Such a kernel is interrupted with interrupt_request, and ipykernel then signals its process
+    // group only if it leads one; in bubblewrap it is pid 2 in the group of the sandbox's init,
+    // so it would interrupt itself and not the children it started. setsid makes it a group
+    // leader (it execs without forking, since the caller does not lead a group).
+    if (!options.sandbox.forwardsSignals) argv.unshift("/usr/bin/setsid");
     const historyFile = options.ipythonHistoryFile === undefined ? ":memory:" : options.ipythonHistoryFile;
     if (historyFile !== null && isIPythonKernel(this.spec))
       argv.push(`--HistoryManager.hist_file=${historyFile}`);
@@ -309,7 +317,7 @@ export class Kernel {
       this.#markDead({
         reason: "exited",
         exit_code: exit.code,
-        signal: exit.signal,
+        signal: exit.signal ?? (options.sandbox.kind === "bwrap" ? signalOfExitCode(exit.code) : null),
         stderr: proc.stderrTail(),
       });
     void proc.exited.then((exit) => {
@@ -512,10 +520,18 @@ export class Kernel {
     );
   }
 
-  async #removeConnectionFile(): Promise<void> {
+  /**
+   * Removals run one after another: the one a death starts (not awaited) must be over before a
+   * restart writes the same paths again, or it deletes the new socket dir under the new process.
+   */
+  #removeConnectionFile(): Promise<void> {
     const file = this.#connectionFile;
-    if (file) await rm(file, { force: true }).catch(() => undefined);
-    if (this.#socketDir) await rm(this.#socketDir, { recursive: true, force: true }).catch(() => undefined);
+    const socketDir = this.#socketDir;
+    this.#removal = this.#removal.then(async () => {
+      if (file) await rm(file, { force: true }).catch(() => undefined);
+      if (socketDir) await rm(socketDir, { recursive: true, force: true }).catch(() => undefined);
+    });
+    return this.#removal;
   }
 
   #setStatus(status: KernelStatus): void {
@@ -529,6 +545,13 @@ export class Kernel {
       }
     }
   }
+}
+
+/** bubblewrap reports a program killed by signal n as exit code 128+n: the signal's name, else null. */
+function signalOfExitCode(code: number | null): NodeJS.Signals | null {
+  if (code === null || code <= 128 || code > 128 + 64) return null;
+  const found = Object.entries(constants.signals).find(([, n]) => n === code - 128);
+  return (found?.[0] as NodeJS.Signals | undefined) ?? null;
 }
 
 /** True for kernelspecs that launch ipykernel (which accepts IPython's traitlets options). */
