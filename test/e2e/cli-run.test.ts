@@ -148,6 +148,24 @@ describe("runcell run", () => {
     expect(nb.cells[1]!.execution_count).toBeNull();
   });
 
+  it("runs a notebook whose directory the sandbox may not enter, in an empty workspace, saying so", async () => {
+    const { mkdirSync } = await import("node:fs");
+    const closed = join(dir, "closed");
+    mkdirSync(closed, { mode: 0o700 });
+    const input = join(closed, "private.ipynb");
+    writeFileSync(
+      input,
+      JSON.stringify(notebook([{ source: "import os\nprint(os.getcwd(), os.listdir('.'))" }])),
+    );
+    const output = join(dir, "private.out.ipynb");
+    const result = await runCli(["run", input, "-o", output], { env: runtimeEnv("closed") });
+    expect(result.code).toBe(0);
+    expect(result.stderr).toContain(`chmod o+rx ${closed}`);
+    expect(read(output).cells[0]!.outputs).toEqual([
+      { output_type: "stream", name: "stdout", text: "/workspace []\n" },
+    ]);
+  });
+
   it("answers bad input with exit 2 and a message that says what to do", async () => {
     const missing = await runCli(["run", join(dir, "nope.ipynb")]);
     expect(missing.code).toBe(2);

@@ -1,4 +1,4 @@
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { readFile, rename, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import type { Execution } from "../../execution/types.js";
 import type { Kernel } from "../../kernels/kernel.js";
@@ -86,6 +86,16 @@ export async function runCommand(args: RunArgs, ctx: CliContext): Promise<number
   // The kernel runs confined: the notebook's directory is its read-only working directory, with
   // a private writable /tmp, no network unless asked, and the default memory and process limits.
   const started = performance.now();
+  // The sandbox runs as an unprivileged user: it can enter the notebook's directory only when
+  // others may. Otherwise the kernel starts in an empty workspace rather than failing.
+  const notebookDir = dirname(resolve(args.notebook));
+  const shareable = args.sandbox === "none" || ((await stat(notebookDir)).mode & 0o005) === 0o005;
+  if (!shareable) {
+    ctx.stderr.write(
+      `runcell: warning: ${notebookDir} is not readable by other users, so the sandboxed kernel starts in an ` +
+        `empty /workspace (chmod o+rx ${notebookDir} to let it read the files next to the notebook)\n`,
+    );
+  }
   const lease = await (
     await ctx.sandboxes(args.sandbox)
   ).lease({
@@ -93,7 +103,7 @@ export async function runCommand(args: RunArgs, ctx: CliContext): Promise<number
       args.memoryMb === undefined ? {} : { memoryBytes: Math.round(args.memoryMb * 1024 * 1024) },
     ),
     network: args.network,
-    workspace: { hostPath: dirname(resolve(args.notebook)), readOnly: true },
+    workspace: shareable ? { hostPath: notebookDir, readOnly: true } : undefined,
     processCpuLimit: false,
   });
   if (args.sandbox === "none") {
