@@ -85,7 +85,9 @@ export class KernelConnection {
     const routingId = `runcell-${this.session}`;
     // No ZeroMQ maxMessageSize: ZeroMQ enforces it by dropping the connection, which loses the
     // messages that follow (an execution's idle) and hangs it. decode() drops oversized ones instead.
-    const common = { linger: 0 };
+    // The kernel binds its sockets a moment after we connect; ZeroMQ's default 100 ms between
+    // reconnection attempts would add up to that much to every kernel start.
+    const common = { linger: 0, reconnectInterval: 10, reconnectMaxInterval: 200 };
     this.#shell = new zmq.Dealer({ ...common, routingId });
     this.#stdin = new zmq.Dealer({ ...common, routingId });
     this.#control = new zmq.Dealer({ ...common, routingId: `${routingId}-control` });

@@ -416,7 +416,7 @@ export class Kernel {
           wakeIopub = resolve;
         });
         void this.request("shell", "kernel_info_request", {}, { signal: deadline }).catch(() => undefined);
-        await Promise.race([seen, delay(250, deadline), exited]);
+        await Promise.race([seen, delay(50, deadline), exited]);
       }
       // Else the first input() could be lost: the kernel drops input_request to an unknown peer.
       await Promise.race([raceSignal(connection.stdinReady, deadline, "the stdin connection"), exited]);
