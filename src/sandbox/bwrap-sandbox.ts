@@ -79,7 +79,7 @@ const LAUNCHER_ENV: Record<string, string> = { PATH: "/usr/sbin:/usr/bin:/sbin:/
 export const SANDBOX_UID = 1000;
 
 /** /etc entries a program needs to run; everything else in the host's /etc stays hidden. */
-const ETC_ALLOWLIST = [
+export const ETC_ALLOWLIST: readonly string[] = [
   "alternatives",
   "ld.so.cache",
   "ld.so.conf",
