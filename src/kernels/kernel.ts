@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { chmod, mkdir, rm } from "node:fs/promises";
-import { constants } from "node:os";
 import { join } from "node:path";
 import { AbortedError } from "../errors.js";
+import { signalOfExitCode } from "../sandbox/exit-status.js";
 import type { ProcessExit, Sandbox, SandboxProcess } from "../sandbox/types.js";
 import { deadlineSignal, delay, raceSignal } from "../util/abort.js";
 import { type ConnectionInfo, endpoint, newConnectionInfo, writeConnectionFile } from "./connection.js";
@@ -545,13 +545,6 @@ export class Kernel {
       }
     }
   }
-}
-
-/** bubblewrap reports a program killed by signal n as exit code 128+n: the signal's name, else null. */
-function signalOfExitCode(code: number | null): NodeJS.Signals | null {
-  if (code === null || code <= 128 || code > 128 + 64) return null;
-  const found = Object.entries(constants.signals).find(([, n]) => n === code - 128);
-  return (found?.[0] as NodeJS.Signals | undefined) ?? null;
 }
 
 /** True for kernelspecs that launch ipykernel (which accepts IPython's traitlets options). */

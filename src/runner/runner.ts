@@ -6,6 +6,7 @@ import { newExecution } from "../execution/new-execution.js";
 import type { Execution, ExecutionError, ExecutionStatus, LimitKind, Output } from "../execution/types.js";
 import { DEFAULT_CEILINGS, DEFAULT_LIMITS, type ResourceLimits, resolveLimits } from "../sandbox/limits.js";
 import { BwrapSandbox } from "../sandbox/bwrap-sandbox.js";
+import { exitCodeOfSignal, signalOfExitCode } from "../sandbox/exit-status.js";
 import type { SandboxFactory } from "../sandbox/sandbox-factory.js";
 import type { SandboxProcess } from "../sandbox/types.js";
 import {
@@ -211,7 +212,7 @@ export class Runner {
       record.stderr_bytes = outcome.stderr.totalBytes;
       record.dropped_bytes = outcome.stdout.droppedBytes + outcome.stderr.droppedBytes;
       record.truncated = record.dropped_bytes > 0 || outcome.limit === "output";
-      record.exit_code = exit.code ?? (exit.signal ? 128 + signalNumber(exit.signal) : null);
+      record.exit_code = exit.code ?? (exit.signal ? exitCodeOfSignal(exit.signal) : null);
       record.signal = exit.signal ?? signalOfExitCode(exit.code);
       record.cpu_ms = usage?.cpuMs ?? null;
       record.peak_memory_bytes = usage?.peakMemoryBytes ?? null;
@@ -454,31 +455,4 @@ async function writeInputFiles(dir: string, files: InputFile[], uid: number | nu
     }
     for (const d of [dir, ...dirs]) await chown(d, uid, uid);
   }
-}
-
-const SIGNALS: Record<string, number> = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGQUIT: 3,
-  SIGILL: 4,
-  SIGABRT: 6,
-  SIGFPE: 8,
-  SIGKILL: 9,
-  SIGSEGV: 11,
-  SIGPIPE: 13,
-  SIGALRM: 14,
-  SIGTERM: 15,
-  SIGXCPU: 24,
-  SIGXFSZ: 25,
-};
-
-function signalNumber(signal: string): number {
-  return SIGNALS[signal] ?? 0;
-}
-
-/** bubblewrap reports a child killed by signal n as exit code 128+n. */
-function signalOfExitCode(code: number | null): string | null {
-  if (code === null || code <= 128 || code > 128 + 64) return null;
-  const n = code - 128;
-  return Object.entries(SIGNALS).find(([, v]) => v === n)?.[0] ?? null;
 }
