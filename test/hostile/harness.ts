@@ -32,15 +32,11 @@ import { prepareRuntimeDir } from "../../src/kernels/kernel-manager.js";
 import { Runner, type RunOnceOptions } from "../../src/runner/runner.js";
 import type { SandboxPolicy } from "../../src/sandbox/bwrap-sandbox.js";
 import { detectCgroups } from "../../src/sandbox/cgroups.js";
-import type {
-  CgroupHandle,
-  CgroupLimits,
-  CgroupManager,
-  CgroupSupport,
-} from "../../src/sandbox/cgroups-types.js";
+import type { CgroupManager, CgroupSupport } from "../../src/sandbox/cgroups-types.js";
 import type { ResourceLimits } from "../../src/sandbox/limits.js";
 import { SandboxFactory, type SandboxLease } from "../../src/sandbox/sandbox-factory.js";
 import { type OwnedProcess, pollUntil, processesOwnedBy } from "../support/processes.js";
+import { TrackingCgroups } from "../support/tracking-cgroups.js";
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
 
@@ -158,25 +154,6 @@ export interface Tracked {
 
 const tracking = new AsyncLocalStorage<Tracked>();
 
-class TrackingCgroups implements CgroupManager {
-  readonly #inner: CgroupManager;
-  readonly #all: Set<string>;
-  constructor(inner: CgroupManager, all: Set<string>) {
-    this.#inner = inner;
-    this.#all = all;
-  }
-  get support(): CgroupSupport {
-    return this.#inner.support;
-  }
-  async create(name: string, limits: CgroupLimits): Promise<CgroupHandle> {
-    const handle = await this.#inner.create(name, limits);
-    const dirs = handle.procsFiles.map((file) => dirname(file));
-    for (const dir of dirs) this.#all.add(dir);
-    tracking.getStore()?.cgroupDirs.push(...dirs);
-    return handle;
-  }
-}
-
 class TrackingFactory extends SandboxFactory {
   override async lease(policy: SandboxPolicy): Promise<SandboxLease> {
     const lease = await super.lease(policy);
@@ -246,7 +223,11 @@ export async function createHarness(host: HostCaps): Promise<Harness> {
   const uidRange = uidPool();
   const sandboxes = new TrackingFactory({
     mode: "bwrap",
-    cgroups: host.cgroups ? new TrackingCgroups(host.cgroups, allCgroupDirs) : null,
+    cgroups: host.cgroups
+      ? new TrackingCgroups(host.cgroups, allCgroupDirs, (dirs) =>
+          tracking.getStore()?.cgroupDirs.push(...dirs),
+        )
+      : null,
     runtimeDir,
     firstUid: uidRange.first,
     uidPoolSize: uidRange.size,

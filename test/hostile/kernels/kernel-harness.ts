@@ -28,17 +28,12 @@ import { KernelManager, prepareRuntimeDir } from "../../../src/kernels/kernel-ma
 import { loadConfig } from "../../../src/config/config.js";
 import type { SandboxPolicy } from "../../../src/sandbox/bwrap-sandbox.js";
 import { detectCgroups } from "../../../src/sandbox/cgroups.js";
-import type {
-  CgroupHandle,
-  CgroupLimits,
-  CgroupManager,
-  CgroupSupport,
-} from "../../../src/sandbox/cgroups-types.js";
 import { HostSandbox } from "../../../src/sandbox/host-sandbox.js";
 import { resolveLimits, type ResourceLimits } from "../../../src/sandbox/limits.js";
 import { SandboxFactory } from "../../../src/sandbox/sandbox-factory.js";
 import type { Sandbox, SandboxProcess, SpawnOptions } from "../../../src/sandbox/types.js";
 import { type OwnedProcess, pollUntil, processesOwnedBy } from "../../support/processes.js";
+import { TrackingCgroups } from "../../support/tracking-cgroups.js";
 import { awaitingInit, type HostCaps, needs, type Need } from "../harness.js";
 
 /** Where a confined kernel keeps its writable state, as `runcell run` sets it (src/cli/commands/run.ts). */
@@ -102,25 +97,6 @@ export async function kernelNeeds(
 
 /** Where the cgroups created during one kernel's spawns are recorded. */
 const spawning = new AsyncLocalStorage<string[][]>();
-
-class TrackingCgroups implements CgroupManager {
-  readonly #inner: CgroupManager;
-  readonly #all: Set<string>;
-  constructor(inner: CgroupManager, all: Set<string>) {
-    this.#inner = inner;
-    this.#all = all;
-  }
-  get support(): CgroupSupport {
-    return this.#inner.support;
-  }
-  async create(name: string, limits: CgroupLimits): Promise<CgroupHandle> {
-    const handle = await this.#inner.create(name, limits);
-    const dirs = handle.procsFiles.map((file) => dirname(file));
-    for (const dir of dirs) this.#all.add(dir);
-    spawning.getStore()?.push(dirs);
-    return handle;
-  }
-}
 
 /** Runs each spawn of one kernel in its own tracking context. */
 class TrackedSandbox implements Sandbox {
@@ -199,7 +175,10 @@ export function useKernelHarness(host: HostCaps): KernelHarness {
     const cgroups = await detectCgroups({ parentName: CGROUP_PARENT });
     factory = new SandboxFactory({
       mode: "bwrap",
-      cgroups: cgroups.support.version === "none" ? null : new TrackingCgroups(cgroups, allCgroupDirs),
+      cgroups:
+        cgroups.support.version === "none"
+          ? null
+          : new TrackingCgroups(cgroups, allCgroupDirs, (dirs) => spawning.getStore()?.push(dirs)),
       runtimeDir,
       firstUid: uidRange.first,
       // The top of the range is left to child processes (owner-child.ts).
