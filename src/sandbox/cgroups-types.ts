@@ -21,9 +21,19 @@ export interface CgroupHandle {
    * hierarchy used, or the single v2 one). Joining before exec makes every descendant a member.
    */
   readonly procsFiles: readonly string[];
+  /** Moves the running process `pid` (not its existing children) into every hierarchy of the group. */
+  adopt(pid: number): Promise<void>;
   stats(): Promise<CgroupStats>;
   /** SIGKILLs every process in the group (freezing first where the host allows). */
   killAll(): Promise<void>;
+  /**
+   * Makes an empty group ready for another process tree with the same limits, its measurements
+   * starting again from zero (a reused group costs a fraction of a new one). Resolves false, the
+   * group unchanged, when it cannot be reused: it still has processes, it still holds more than
+   * `maxResidualBytes` of memory (page cache its tree read), or the host cannot reset its memory
+   * peak (cgroup v2).
+   */
+  recycle(options?: { maxResidualBytes?: number }): Promise<boolean>;
   /** Kills what is left and removes the group. Idempotent, bounded in time. */
   dispose(): Promise<void>;
 }

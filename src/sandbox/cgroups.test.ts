@@ -349,6 +349,64 @@ describe("a run's cgroup", () => {
     },
   );
 
+  it.skipIf(!support.memory || !support.pids || !support.cpu)(
+    `recycle: a reused group measures the next tree from zero, and refuses while it has members${lacking("memory") || lacking("pids") || lacking("cpu")}`,
+    async () => {
+      const handle = await create(manager, { memoryBytes: 64 * MiB, pids: 8 });
+      const hog = startIn(
+        handle,
+        [
+          "import os, time",
+          "x = bytearray(b'\\x01') * (200 * 1024 * 1024)", // past the limit: OOM-killed
+        ].join("\n"),
+      );
+      expect((await within(hog.exited, 30_000, "the OOM kill")).signal).toBe("SIGKILL");
+      const forks = startIn(
+        handle,
+        "import os\nfor _ in range(20):\n    try:\n        os.fork() or os._exit(0)\n    except OSError:\n        pass\nt = 0\nfor i in range(3_000_000): t += i",
+      );
+      await within(forks.exited, 30_000, "the fork loop");
+      const before = await handle.stats();
+      expect(before).toMatchObject({ oomKilled: true, pidsLimitHit: true });
+      expect(before.peakMemoryBytes).toBeGreaterThan(32 * MiB);
+      expect(before.cpuMs).toBeGreaterThan(50);
+
+      const sleeper = startIn(handle, "import time\nprint('up', flush=True)\ntime.sleep(60)");
+      expect(await eventually(() => sleeper.stdout().includes("up"), 20_000)).toBe(true);
+      expect(await handle.recycle()).toBe(false); // a member is still there
+      await handle.killAll();
+      await within(sleeper.exited, 10_000, "exit after killAll");
+      expect(await eventually(() => procsOf(handle).length === 0)).toBe(true);
+      expect(await handle.recycle({ maxResidualBytes: 64 * MiB })).toBe(true);
+
+      const quiet = startIn(handle, "print('small')");
+      expect(await within(quiet.exited, 20_000, "a small run")).toEqual({ code: 0, signal: null });
+      const after = await handle.stats();
+      expect(after).toMatchObject({ oomKilled: false, pidsLimitHit: false });
+      expect(after.peakMemoryBytes).toBeLessThan(32 * MiB);
+      expect(after.cpuMs).toBeLessThan(before.cpuMs!);
+      // The limits stay in force for the next tree.
+      const again = startIn(handle, "x = bytearray(b'\\x01') * (200 * 1024 * 1024)");
+      expect((await within(again.exited, 30_000, "the second OOM kill")).signal).toBe("SIGKILL");
+      expect((await handle.stats()).oomKilled).toBe(true);
+    },
+  );
+
+  it.skipIf(support.version === "none")(
+    `adopt moves a running process into every hierarchy of the group${support.version === "none" ? " (skipped: no cgroups)" : ""}`,
+    async () => {
+      const handle = await create(manager, { memoryBytes: null, pids: null });
+      const child = spawn(PYTHON, ["-c", "import time; time.sleep(60)"], { stdio: "ignore" });
+      children.push(child);
+      await handle.adopt(child.pid!);
+      for (const file of handle.procsFiles) {
+        expect(readFileSync(file, "utf8").split("\n").map(Number)).toContain(child.pid);
+      }
+      await expect(handle.adopt(0)).rejects.toBeInstanceOf(InvalidArgumentError);
+      await handle.dispose();
+    },
+  );
+
   it.skipIf(support.version === "none")(
     `refuses an existing name${support.version === "none" ? " (skipped: no cgroups)" : ""}`,
     async () => {

@@ -14,7 +14,17 @@
  * holds no process itself (the no-internal-process rule), and each run gets a leaf.
  */
 import { randomBytes } from "node:crypto";
-import { access, mkdir, readFile, realpath, rmdir, writeFile } from "node:fs/promises";
+import {
+  accessSync,
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmdirSync,
+  write,
+  writeFileSync,
+} from "node:fs";
+import { realpath } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { InvalidArgumentError, RuncellError } from "../errors.js";
 import type {
@@ -85,9 +95,12 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+// cgroupfs lives in memory: its calls return in microseconds and never wait on a disk, so they
+// are made synchronously; a thread-pool round trip per call costs far more than the call.
+
 async function exists(path: string): Promise<boolean> {
   try {
-    await access(path);
+    accessSync(path);
     return true;
   } catch {
     return false;
@@ -96,7 +109,7 @@ async function exists(path: string): Promise<boolean> {
 
 async function readText(path: string): Promise<string | null> {
   try {
-    return await readFile(path, "utf8");
+    return readFileSync(path, "utf8");
   } catch {
     return null;
   }
@@ -104,7 +117,23 @@ async function readText(path: string): Promise<string | null> {
 
 /** Writes an existing control file; never creates one (flag r+). */
 async function writeControl(path: string, value: string): Promise<void> {
-  await writeFile(path, value, { flag: "r+" });
+  writeFileSync(path, value, { flag: "r+" });
+}
+
+/**
+ * Writes an existing control file with the write itself on the thread pool: moving a process
+ * between cgroups waits for an RCU grace period (about half a millisecond of waiting, not work)
+ * that would otherwise stall the event loop.
+ */
+function writeControlOffThread(path: string, value: string): Promise<void> {
+  const fd = openSync(path, "r+");
+  return new Promise((resolve, reject) => {
+    write(fd, value, (error) => {
+      closeSync(fd);
+      if (error) reject(error);
+      else resolve();
+    });
+  });
 }
 
 /** A number from a single-value control file; null when absent, unreadable or "max". */
@@ -258,7 +287,7 @@ async function withProbe<T>(
   for (let attempt = 0; ; attempt++) {
     let createdParent = false;
     try {
-      await mkdir(parent);
+      mkdirSync(parent);
       createdParent = true;
     } catch (error) {
       if (errno(error) !== "EEXIST") throw error;
@@ -267,7 +296,7 @@ async function withProbe<T>(
     try {
       await prepareParent?.();
       try {
-        await mkdir(probe);
+        mkdirSync(probe);
       } catch (error) {
         if (errno(error) === "ENOENT" && attempt < 2) continue;
         throw error;
@@ -280,7 +309,7 @@ async function withProbe<T>(
     } finally {
       if (createdParent) {
         try {
-          await rmdir(parent);
+          rmdirSync(parent);
         } catch {
           // another runcell put a group in it meanwhile: it stays
         }
@@ -295,7 +324,7 @@ async function removeDir(dir: string, deadlineMs: number): Promise<boolean> {
   let wait = 5;
   for (;;) {
     try {
-      await rmdir(dir);
+      rmdirSync(dir);
       return true;
     } catch (error) {
       const code = errno(error);
@@ -333,6 +362,28 @@ function validateLimits(limits: CgroupLimits): void {
 // ---------------------------------------------------------------------------------------------
 // Groups
 
+/**
+ * The group's counters as the kernel keeps them, since the group was made. stats() reports
+ * them relative to the baseline taken when the group was last recycled.
+ */
+interface RawStats {
+  cpuMs: number | null;
+  peakMemoryBytes: number | null;
+  /** Memory charged now (null where not read). */
+  currentMemoryBytes: number | null;
+  /** OOM kills; null on kernels without the counter. */
+  oomKills: number | null;
+  /** Times the memory limit was hit (v1 failcnt): the OOM sign on kernels without oomKills. */
+  memoryLimitHits: number | null;
+  /** Forks refused at the pids limit. */
+  pidsLimitHits: number | null;
+}
+
+const ZERO_BASELINE = { cpuMs: 0, memoryBytes: 0, oomKills: 0, memoryLimitHits: 0, pidsLimitHits: 0 };
+
+/** Default recycle() bound on memory a group may still hold to be reused. */
+const RECYCLE_MAX_RESIDUAL_BYTES = 1024 * 1024;
+
 /** Kill loop, disposal and stats caching common to v1 and v2. */
 abstract class Group implements CgroupHandle {
   readonly procsFiles: readonly string[];
@@ -341,13 +392,18 @@ abstract class Group implements CgroupHandle {
   #lastStats: CgroupStats = { cpuMs: null, peakMemoryBytes: null, oomKilled: false, pidsLimitHit: false };
   #disposing: Promise<void> | undefined;
   #disposed = false;
+  /** stats() has read the group at least once (since it was last recycled). */
+  #measured = false;
+  #baseline = { ...ZERO_BASELINE };
 
   constructor(dirs: readonly string[]) {
     this.dirs = dirs;
     this.procsFiles = dirs.map((dir) => join(dir, "cgroup.procs"));
   }
 
-  protected abstract readStats(): Promise<CgroupStats>;
+  protected abstract readStats(): Promise<RawStats>;
+  /** Restarts the kernel's memory peak from the current usage; false where it cannot. */
+  protected abstract resetPeak(): Promise<boolean>;
   /** Freezes the group; resolves once frozen or after a bounded wait. False when it cannot. */
   protected abstract freeze(): Promise<boolean>;
   protected abstract thaw(): Promise<void>;
@@ -355,10 +411,30 @@ abstract class Group implements CgroupHandle {
   protected abstract killAtOnce(): Promise<boolean>;
   protected stopSampling(): void {}
 
+  async adopt(pid: number): Promise<void> {
+    if (!Number.isSafeInteger(pid) || pid < 1) {
+      throw new InvalidArgumentError("INVALID_PID", `cannot move pid ${pid} into a cgroup`);
+    }
+    await Promise.all(this.procsFiles.map((file) => writeControlOffThread(file, String(pid))));
+  }
+
   /** After dispose(), the measurements taken just before the group was removed. */
   async stats(): Promise<CgroupStats> {
     if (this.#disposed) return { ...this.#lastStats };
-    const stats = await this.readStats();
+    const raw = await this.readStats();
+    this.#measured = true;
+    const base = this.#baseline;
+    const since = (value: number | null, start: number) =>
+      value === null ? null : Math.max(0, value - start);
+    const oomKills = since(raw.oomKills, base.oomKills);
+    const stats: CgroupStats = {
+      cpuMs: since(raw.cpuMs, base.cpuMs),
+      peakMemoryBytes: since(raw.peakMemoryBytes, base.memoryBytes),
+      // Kernels before 4.13 have no oom_kill counter: hitting the limit is the best sign left.
+      oomKilled:
+        oomKills !== null ? oomKills > 0 : (since(raw.memoryLimitHits, base.memoryLimitHits) ?? 0) > 0,
+      pidsLimitHit: (since(raw.pidsLimitHits, base.pidsLimitHits) ?? 0) > 0,
+    };
     // A group that vanished underneath reads as nulls: keep what was measured before.
     this.#lastStats = {
       cpuMs: stats.cpuMs ?? this.#lastStats.cpuMs,
@@ -367,6 +443,26 @@ abstract class Group implements CgroupHandle {
       pidsLimitHit: stats.pidsLimitHit || this.#lastStats.pidsLimitHit,
     };
     return { ...this.#lastStats };
+  }
+
+  async recycle(options: { maxResidualBytes?: number } = {}): Promise<boolean> {
+    if (this.#disposed || this.#disposing) return false;
+    if ((await this.members()).length > 0) return false;
+    const raw = await this.readStats();
+    const residual = raw.currentMemoryBytes ?? 0;
+    if (residual > (options.maxResidualBytes ?? RECYCLE_MAX_RESIDUAL_BYTES)) return false;
+    if (!(await this.resetPeak())) return false;
+    // The peak restarts from what the group still holds; the next tree is measured above it.
+    this.#baseline = {
+      cpuMs: raw.cpuMs ?? 0,
+      memoryBytes: residual,
+      oomKills: raw.oomKills ?? 0,
+      memoryLimitHits: raw.memoryLimitHits ?? 0,
+      pidsLimitHits: raw.pidsLimitHits ?? 0,
+    };
+    this.#lastStats = { cpuMs: null, peakMemoryBytes: null, oomKilled: false, pidsLimitHit: false };
+    this.#measured = false;
+    return true;
   }
 
   /** The pids in the group (any of its hierarchies), never including runcell itself. */
@@ -390,12 +486,17 @@ abstract class Group implements CgroupHandle {
    * throws CGROUP_KILL_TIMEOUT naming what is left when processes remain.
    */
   async killAll(): Promise<void> {
-    if (this.#disposed) return;
+    await this.#killAll();
+  }
+
+  /** killAll(), resolving with whether the group had any process. */
+  async #killAll(): Promise<boolean> {
+    if (this.#disposed) return false;
     const deadline = Date.now() + KILL_DEADLINE_MS;
     let wait = 2;
-    for (;;) {
+    for (let round = 0; ; round++) {
       let pids = await this.members();
-      if (pids.length === 0) return;
+      if (pids.length === 0) return round > 0;
       if (!(await this.killAtOnce())) {
         const frozen = await this.freeze();
         try {
@@ -413,7 +514,7 @@ abstract class Group implements CgroupHandle {
       }
       if (Date.now() >= deadline) {
         const left = await this.members();
-        if (left.length === 0) return;
+        if (left.length === 0) return true;
         throw new RuncellError(
           "CGROUP_KILL_TIMEOUT",
           `${left.length} process(es) still in ${this.dirs[0]} after ${KILL_DEADLINE_MS} ms: ${left.slice(0, 10).join(", ")}`,
@@ -441,8 +542,9 @@ abstract class Group implements CgroupHandle {
 
   async #dispose(): Promise<void> {
     if (this.#disposed) return;
-    await this.killAll();
-    await this.stats();
+    const killed = await this.#killAll();
+    // An empty group's figures are final: a read after its last process left need not be redone.
+    if (killed || !this.#measured) await this.stats();
     this.stopSampling();
     const left: string[] = [];
     for (const dir of this.dirs) {
@@ -472,11 +574,12 @@ class V1Group extends Group {
     this.#d = roles;
   }
 
-  protected async readStats(): Promise<CgroupStats> {
+  protected async readStats(): Promise<RawStats> {
     const d = this.#d;
-    const [usageNs, peak, oomKill, failcnt, pidsMax] = await Promise.all([
+    const [usageNs, peak, current, oomKills, failcnt, pidsMax] = await Promise.all([
       d.cpuacct ? readNumber(join(d.cpuacct, "cpuacct.usage")) : null,
       d.memory ? readNumber(join(d.memory, "memory.max_usage_in_bytes")) : null,
+      d.memory ? readNumber(join(d.memory, "memory.usage_in_bytes")) : null,
       d.memory ? readKeyed(join(d.memory, "memory.oom_control"), "oom_kill") : null,
       d.memory ? readNumber(join(d.memory, "memory.failcnt")) : null,
       d.pids ? readKeyed(join(d.pids, "pids.events"), "max") : null,
@@ -484,10 +587,22 @@ class V1Group extends Group {
     return {
       cpuMs: usageNs === null ? null : usageNs / 1e6,
       peakMemoryBytes: peak,
-      // Kernels before 4.13 have no oom_kill counter: hitting the limit is the best sign left.
-      oomKilled: oomKill !== null ? oomKill > 0 : (failcnt ?? 0) > 0,
-      pidsLimitHit: (pidsMax ?? 0) > 0,
+      currentMemoryBytes: current,
+      oomKills,
+      memoryLimitHits: failcnt,
+      pidsLimitHits: pidsMax,
     };
+  }
+
+  protected async resetPeak(): Promise<boolean> {
+    if (!this.#d.memory) return true;
+    try {
+      // v1: any write restarts max_usage_in_bytes from the current usage.
+      await writeControl(join(this.#d.memory, "memory.max_usage_in_bytes"), "0");
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   protected async freeze(): Promise<boolean> {
@@ -553,7 +668,7 @@ class V2Group extends Group {
     this.#sampler = undefined;
   }
 
-  protected async readStats(): Promise<CgroupStats> {
+  protected async readStats(): Promise<RawStats> {
     const dir = this.#dir;
     const [usageUsec, peak, current, oomKill, pidsMax] = await Promise.all([
       readKeyed(join(dir, "cpu.stat"), "usage_usec"),
@@ -566,9 +681,16 @@ class V2Group extends Group {
     return {
       cpuMs: usageUsec === null ? null : usageUsec / 1000,
       peakMemoryBytes: peak ?? (this.#memory ? this.#sampledPeak : null),
-      oomKilled: (oomKill ?? 0) > 0,
-      pidsLimitHit: (pidsMax ?? 0) > 0,
+      currentMemoryBytes: current,
+      oomKills: oomKill ?? (this.#memory ? 0 : null),
+      memoryLimitHits: null,
+      pidsLimitHits: pidsMax,
     };
+  }
+
+  /** memory.peak restarts only per open file (Linux 6.12+), which stats() does not keep: never. */
+  protected async resetPeak(): Promise<boolean> {
+    return !this.#memory;
   }
 
   protected async freeze(): Promise<boolean> {
@@ -633,10 +755,10 @@ function unsupported(support: CgroupSupport, limits: CgroupLimits): void {
 /** mkdir of a run's group, re-creating the parent if a concurrent probe removed it meanwhile. */
 async function makeGroupDir(parent: string, dir: string, prepareParent?: () => Promise<void>): Promise<void> {
   for (let attempt = 0; ; attempt++) {
-    await mkdir(parent, { recursive: true });
+    mkdirSync(parent, { recursive: true });
     await prepareParent?.();
     try {
-      await mkdir(dir);
+      mkdirSync(dir);
       return;
     } catch (error) {
       if (errno(error) === "EEXIST") {
@@ -885,7 +1007,7 @@ async function delegateFrom(
   }
   const engine = join(base, `${parentName}-engine`);
   try {
-    await mkdir(engine, { recursive: true });
+    mkdirSync(engine, { recursive: true });
     await writeControl(join(engine, "cgroup.procs"), String(process.pid));
     await enableControllers(base, wanted);
     notes.push(`moved runcell (pid ${process.pid}) into ${engine} so that ${base} can delegate controllers`);
