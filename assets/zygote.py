@@ -2,25 +2,27 @@
 
 Started once per profile inside a bubblewrap sandbox (its own user, network, ipc and uts
 namespaces; the host's pid namespace so runcell can place each run in a cgroup). It imports the
-profile's modules once, then forks a fresh process per run. The server itself never runs user
-code. Each run, before any user code:
+profile's modules once, then clones a fresh process per run. The server itself never runs user
+code. Each run is created by one clone() that gives it new user, mount, pid, network, ipc and
+uts namespaces at once, so it is pid 1 of its own pid namespace from birth. Before any user code
+it:
 
-  1. waits until runcell has moved it into the run's own cgroup (memory, pids, cpu);
-  2. enters a new user namespace, then new mount, pid, network, ipc and uts namespaces;
-  3. forks pid 1 of the new pid namespace, which mounts a fresh /proc and private tmpfs
-     /tmp, /dev/shm and /workspace, forbids further user namespaces, sets rlimits, drops every
-     capability, sets no_new_privs, and only then runs the code.
+  1. maps its uid into its user namespace, makes its mounts private, mounts a fresh /proc and
+     private tmpfs /tmp, /dev/shm and /workspace, and forbids further user namespaces;
+  2. waits until runcell has moved it into the run's own cgroup (memory, pids, cpu);
+  3. waits for its code, sets rlimits, drops every capability, sets no_new_privs, runs the code.
 
 Everything a run creates dies with its pid namespace; no state is carried to the next run.
 
-Runs are pre-started: a standby run goes through steps 1-2 and the mounts of step 3 ahead of
-time, then waits for its code; a request then costs only the rlimits, dropping capabilities and
-the code itself. Each standby serves exactly one run.
+Runs are pre-started: a standby run goes through steps 1-2 ahead of time; a request then costs
+only step 3. Each standby serves exactly one run. One process per run (not a fork that then
+unshares and forks again) halves the copy-on-write faults and exits a run costs.
 
 Protocol: JSON lines on stdin (requests) and stdout (events); run output is base64 in events.
   -> {"op": "prefork", "id", "tmp_bytes"}   start a standby run
   <- {"ev": "forked", "id", "pid"}          runcell moves pid into the run's cgroup, then:
-  -> {"op": "go", "id"}                     the standby enters its namespaces and waits
+  <- {"ev": "failed", "id", "message"}      (instead: the run could not be created)
+  -> {"op": "go", "id"}                     the standby may go on and waits for its code
   -> {"op": "assign", "id", "code", "env", "limits": {"cpu_s", "file_bytes", "open_files"}}
   <- {"ev": "out", "id", "stream": "stdout"|"stderr", "data": "<base64>"}
   <- {"ev": "exit", "id", "code"}           code is 128+n when killed by signal n
@@ -29,10 +31,12 @@ Protocol: JSON lines on stdin (requests) and stdout (events); run output is base
 
 import base64
 import ctypes
+import gc
 import importlib
 import json
 import linecache
 import os
+import platform
 import resource
 import selectors
 import signal
@@ -40,6 +44,12 @@ import sys
 import traceback
 
 libc = ctypes.CDLL(None, use_errno=True)
+# clone(2) as a raw syscall, without releasing the GIL (PyDLL): os.fork cannot pass namespace
+# flags. The PyOS_*Fork hooks around it do what os.fork does around fork(2).
+_raw_syscall = ctypes.PyDLL(None, use_errno=True).syscall
+_raw_syscall.restype = ctypes.c_long
+_raw_syscall.argtypes = [ctypes.c_long, ctypes.c_ulong] + [ctypes.c_void_p] * 4
+SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "s390x": 120}.get(platform.machine())
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -66,9 +76,20 @@ class CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
+def last_capability():
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 63
+
+
+LAST_CAP = last_capability()
+
+
 def drop_capabilities():
-    for cap in range(64):
-        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the last cap: ignored
+    for cap in range(LAST_CAP + 1):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     header = CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
     data = (CapData * 2)()
     check(libc.capset(ctypes.byref(header), data), "capset")
@@ -91,14 +112,64 @@ def read_request(fd):
             return json.loads(b"".join(chunks))
 
 
-def standby(tmp_bytes, request_fd):
-    """pid 1 of the run's namespaces: prepare, wait for the code, finish confinement, run it."""
+def reseed_generators():
+    """Gives this run its own random state: a fork copies the server's.
+
+    The standard random module reseeds itself after a fork; numpy's global generator does not,
+    so two runs of the pandas profile would otherwise draw the same numbers.
+    """
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+
+
+def clone_run():
+    """A new process in new user, mount, pid, network, ipc and uts namespaces (pid 1 of its own)."""
+    if SYS_CLONE is None:
+        raise OSError(0, f"no clone syscall number known for {platform.machine()}")
+    flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | signal.SIGCHLD
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _raw_syscall(SYS_CLONE, flags, None, None, None, None)
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone: {os.strerror(err)}")
+    return pid
+
+
+def standby(tmp_bytes, uid, gid, go_read, request_read, out_write, err_write):
+    """pid 1 of the run's namespaces: prepare, join its cgroup, wait for code, confine, run it."""
+    # Dies with the server. (Had the server died before this, the go pipe reads as closed.)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.setsid()
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(devnull, 0)  # never the server's command pipe
+    os.dup2(out_write, 1)
+    os.dup2(err_write, 2)
+    os.dup2(go_read, 3)
+    os.dup2(request_read, 4)
+    os.closerange(5, 1 << 16)
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"{gid} {gid} 1")
+    check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
     for target in ("/tmp", "/dev/shm", "/workspace"):
         mount_tmpfs(target, tmp_bytes)
     check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
     # No nested user namespaces: they would give the code capabilities again.
     with open("/proc/sys/user/max_user_namespaces", "w") as f:
         f.write("0")
+    # runcell moves this process into the run's cgroup, then says go; it has not forked yet.
+    if os.read(3, 1) != b"g":
+        os._exit(0)  # released without a run
+    os.close(3)
+    request_fd = 4
     request = read_request(request_fd)
     os.close(request_fd)
     if request is None:
@@ -110,6 +181,7 @@ def standby(tmp_bytes, request_fd):
     resource.setrlimit(resource.RLIMIT_NOFILE, (int(limits["open_files"]),) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     drop_capabilities()
+    reseed_generators()
     os.chdir("/workspace")
     os.environ.clear()
     os.environ.update(request["env"])
@@ -153,49 +225,6 @@ def standby(tmp_bytes, request_fd):
     os._exit(status)
 
 
-def child(tmp_bytes, go_read, request_read, out_write, err_write):
-    """The run's first process: joins (via runcell) its cgroup, enters new namespaces, forks pid 1."""
-    try:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        os.setsid()
-        devnull = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(devnull, 0)  # never the server's command pipe
-        os.dup2(out_write, 1)
-        os.dup2(err_write, 2)
-        os.dup2(go_read, 3)
-        os.dup2(request_read, 4)
-        os.closerange(5, 1 << 16)
-        if os.read(3, 1) != b"g":  # runcell placed us in the run's cgroup
-            os._exit(125)
-        os.close(3)
-        uid, gid = os.getuid(), os.getgid()
-        check(libc.unshare(CLONE_NEWUSER), "unshare(user)")
-        with open("/proc/self/setgroups", "w") as f:
-            f.write("deny")
-        with open("/proc/self/uid_map", "w") as f:
-            f.write(f"{uid} {uid} 1")
-        with open("/proc/self/gid_map", "w") as f:
-            f.write(f"{gid} {gid} 1")
-        check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
-        check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
-        pid = os.fork()
-        if pid == 0:
-            try:
-                libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-                standby(tmp_bytes, 4)
-            except BaseException as error:
-                os.write(2, f"runcell: sandbox setup failed: {error}\n".encode())
-                os._exit(125)
-        os.close(4)
-        _, status = os.waitpid(pid, 0)
-        os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
-    except BaseException as error:
-        try:
-            os.write(2, f"runcell: sandbox setup failed: {error}\n".encode())
-        finally:
-            os._exit(125)
-
-
 class Server:
     def __init__(self):
         self.selector = selectors.DefaultSelector()
@@ -219,12 +248,23 @@ class Server:
         request_read, request_write = os.pipe()
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            for fd in (go_write, request_write, out_read, err_read, self.wake_read, self.wake_write):
+        uid, gid = os.getuid(), os.getgid()
+        try:
+            pid = clone_run()
+        except OSError as error:
+            for fd in (go_read, go_write, request_read, request_write, out_read, out_write, err_read, err_write):
                 os.close(fd)
-            signal.set_wakeup_fd(-1)
-            child(int(request["tmp_bytes"]), go_read, request_read, out_write, err_write)
+            self.emit({"ev": "failed", "id": run_id, "message": str(error)})
+            return
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                standby(int(request["tmp_bytes"]), uid, gid, go_read, request_read, out_write, err_write)
+            except BaseException as error:
+                try:  # fd 2 is the run's stderr once standby() has set up its descriptors
+                    os.write(2, f"runcell: sandbox setup failed: {error}\n".encode())
+                finally:
+                    os._exit(125)
         for fd in (go_read, request_read, out_write, err_write):
             os.close(fd)
         os.set_blocking(request_write, False)
@@ -375,6 +415,10 @@ class Server:
 def main():
     for name in sys.argv[1:]:
         importlib.import_module(name)
+    # Keep the collector away from everything imported so far: a forked run that walked those
+    # objects would copy every page it touched (copy-on-write), for nothing.
+    gc.collect()
+    gc.freeze()
     Server().serve()
 
 
