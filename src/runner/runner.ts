@@ -149,6 +149,7 @@ export class Runner {
       );
     }
     let lease: Awaited<ReturnType<SandboxFactory["lease"]>> | undefined;
+    let madeRunDir = false;
     try {
       let proc: SandboxProcess | undefined;
       if (warmEligible) {
@@ -157,6 +158,7 @@ export class Runner {
         proc = await warm.spawn(profile, { code: options.code, env, limits }).catch(() => undefined);
       }
       if (!proc) {
+        madeRunDir = true;
         await mkdir(codeDir, { recursive: true, mode: 0o755 });
         await chmod(runDir, 0o755);
         await writeFile(join(codeDir, spec.fileName), options.code, { mode: 0o644 });
@@ -241,7 +243,8 @@ export class Runner {
       };
     } finally {
       lease?.release();
-      await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
+      // A warm run makes no run directory.
+      if (madeRunDir) await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
     }
     record.finished_at = new Date().toISOString();
     record.duration_ms = Math.round((performance.now() - started) * 1000) / 1000;

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { fileURLToPath } from "node:url";
@@ -49,12 +49,16 @@ export interface WarmRunRequest {
 
 const ZYGOTE_SOURCE = fileURLToPath(new URL("../../assets/zygote.py", import.meta.url));
 
-/** Processes of a run that are runcell's, not the code's: its first process and pid 1. */
-const RUN_OVERHEAD_PIDS = 2;
+/** Standbys prepared at once per profile. */
+const REFILL_PARALLELISM = 2;
+
+/** Emptied cgroups kept for reuse (beyond these, a finished run's cgroup is removed). */
+const MAX_SPARE_CGROUPS = 8;
 
 type ZygoteEvent =
   | { ev: "ready"; pid: number }
   | { ev: "forked"; id: string; pid: number }
+  | { ev: "failed"; id: string; message: string }
   | { ev: "out"; id: string; stream: "stdout" | "stderr"; data: string }
   | { ev: "exit"; id: string; code: number };
 
@@ -70,7 +74,11 @@ class WarmRun implements SandboxProcess {
   #disposed: Promise<void> | undefined;
   #lastStats: CgroupStats | null = null;
 
-  constructor(readonly cgroup: CgroupHandle) {
+  /** `release` takes the cgroup back once the run is over (recycled or removed). */
+  constructor(
+    readonly cgroup: CgroupHandle,
+    readonly release: (cgroup: CgroupHandle) => Promise<void> = (cgroup) => cgroup.dispose(),
+  ) {
     this.exited = new Promise((resolve) => {
       this.#resolveExit = resolve;
     });
@@ -111,7 +119,7 @@ class WarmRun implements SandboxProcess {
     this.#disposed ??= (async () => {
       if (!this.exitStatus) this.signalGroup("SIGKILL");
       await this.exited;
-      await this.cgroup.dispose().catch(() => undefined);
+      await this.release(this.cgroup).catch(() => undefined);
     })();
     return this.#disposed;
   }
@@ -197,6 +205,10 @@ class Zygote {
     if (event.ev === "forked") {
       pending.run.pid = event.pid;
       pending.forked(event.pid);
+    } else if (event.ev === "failed") {
+      this.#runs.delete(event.id);
+      pending.failed(new Error(`the warm interpreter could not create a run: ${event.message}`));
+      pending.run.finish(125);
     } else if (event.ev === "out") {
       (event.stream === "stderr" ? pending.run.stderr : pending.run.stdout).write(
         Buffer.from(event.data, "base64"),
@@ -215,10 +227,14 @@ class Zygote {
    * Pre-starts a run: forked, moved into `cgroup`, inside its own namespaces with its mounts
    * done, waiting for code. Resolves once it has been released into its namespaces.
    */
-  async prefork(cgroup: CgroupHandle, tmpBytes: number): Promise<Standby> {
+  async prefork(
+    cgroup: CgroupHandle,
+    tmpBytes: number,
+    release?: (cgroup: CgroupHandle) => Promise<void>,
+  ): Promise<Standby> {
     await this.ready;
     const id = randomUUID();
-    const run = new WarmRun(cgroup);
+    const run = new WarmRun(cgroup, release);
     const forked = new Promise<number>((resolve, reject) => {
       this.#runs.set(id, { run, forked: resolve, failed: reject });
     });
@@ -226,7 +242,7 @@ class Zygote {
     const pid = await raceSignal(forked, deadlineSignal(10_000), "forking a warm run");
     try {
       // Before the run may continue: every process it will ever have is born in its cgroup.
-      for (const file of cgroup.procsFiles) await writeFile(file, String(pid));
+      await cgroup.adopt(pid);
     } catch (error) {
       this.#send({ op: "abort", id });
       throw error;
@@ -278,7 +294,10 @@ export class WarmPool {
   readonly #zygotes = new Map<string, { starting: Promise<Zygote>; started?: Zygote }>();
   #script: Promise<string> | undefined;
   readonly #standbys = new Map<string, Standby[]>();
-  readonly #refilling = new Set<string>();
+  /** Emptied cgroups with the standby limits, ready for the next standbys. */
+  readonly #spareCgroups: CgroupHandle[] = [];
+  /** Standby preparations in flight per profile. */
+  readonly #refilling = new Map<string, number>();
   #disposed = false;
 
   constructor(options: WarmPoolOptions) {
@@ -319,46 +338,76 @@ export class WarmPool {
         else void next.run.dispose();
       }
     }
-    standby ??= await this.#prepare(zygote, fits ? this.#options.standbyLimits : request.limits);
+    standby ??= await this.#prepare(zygote, fits ? this.#options.standbyLimits : request.limits, fits);
     if (fits) this.#replenish(profile);
     return zygote.assign(standby, request);
   }
 
-  /** A standby with its own cgroup, prepared now. */
+  /**
+   * A standby with its own cgroup, prepared now. Standbys with the standby limits reuse the
+   * emptied cgroups of finished runs (recycled: counters restarted) instead of making new ones.
+   */
   async #prepare(
     zygote: Zygote,
     limits: Pick<ResourceLimits, "memoryBytes" | "pids" | "tmpBytes">,
+    reusable: boolean,
   ): Promise<Standby> {
-    const cgroup = await this.#options.cgroups.create(`warm-${randomUUID()}`, {
-      memoryBytes: limits.memoryBytes,
-      pids: limits.pids + RUN_OVERHEAD_PIDS,
-    });
+    const cgroup =
+      (reusable ? this.#spareCgroups.pop() : undefined) ??
+      (await this.#options.cgroups.create(`warm-${randomUUID()}`, {
+        memoryBytes: limits.memoryBytes,
+        // pid 1 runs the code itself: the whole tree is the code's.
+        pids: limits.pids,
+      }));
     try {
-      return await zygote.prefork(cgroup, limits.tmpBytes);
+      return await zygote.prefork(cgroup, limits.tmpBytes, reusable ? this.#releaseCgroup : undefined);
     } catch (error) {
       await cgroup.dispose().catch(() => undefined);
       throw error;
     }
   }
 
-  /** Refills a profile's standbys in the background (one refill at a time per profile). */
-  #replenish(profile: string): void {
-    if (this.#disposed || this.#refilling.has(profile)) return;
-    this.#refilling.add(profile);
-    void (async () => {
-      try {
-        const queue = this.#standbys.get(profile) ?? [];
-        this.#standbys.set(profile, queue);
-        while (!this.#disposed && queue.length < (this.#options.standbys ?? 4)) {
-          const zygote = await this.#zygote(profile);
-          queue.push(await this.#prepare(zygote, this.#options.standbyLimits));
-        }
-      } catch {
-        // The next run prepares its own; a dead server is restarted then.
-      } finally {
-        this.#refilling.delete(profile);
+  /** Keeps a finished run's cgroup for the next standby when it can be reused, else removes it. */
+  readonly #releaseCgroup = async (cgroup: CgroupHandle): Promise<void> => {
+    if (!this.#disposed && this.#spareCgroups.length < MAX_SPARE_CGROUPS && (await cgroup.recycle())) {
+      if (!this.#disposed) {
+        this.#spareCgroups.push(cgroup);
+        return;
       }
-    })();
+    }
+    await cgroup.dispose();
+  };
+
+  /**
+   * Refills a profile's standbys in the background, REFILL_PARALLELISM preparations at a time per
+   * profile: one preparation mostly waits (on the server's fork, on the kernel moving the process
+   * into its cgroup), so two in flight keep up with back-to-back runs.
+   */
+  #replenish(profile: string): void {
+    const queue = this.#standbys.get(profile) ?? [];
+    this.#standbys.set(profile, queue);
+    const want = this.#options.standbys ?? 4;
+    let inFlight = this.#refilling.get(profile) ?? 0;
+    while (!this.#disposed && inFlight < REFILL_PARALLELISM && queue.length + inFlight < want) {
+      inFlight++;
+      this.#refilling.set(profile, inFlight);
+      void (async () => {
+        try {
+          const zygote = await this.#zygote(profile);
+          const standby = await this.#prepare(zygote, this.#options.standbyLimits, true);
+          if (this.#disposed) {
+            zygote.abort(standby);
+            void standby.run.dispose();
+          } else queue.push(standby);
+        } catch {
+          // The next run prepares its own; a dead server is restarted then.
+          return;
+        } finally {
+          this.#refilling.set(profile, (this.#refilling.get(profile) ?? 1) - 1);
+        }
+        this.#replenish(profile);
+      })();
+    }
   }
 
   #zygote(profile: string): Promise<Zygote> {
@@ -419,6 +468,8 @@ export class WarmPool {
     this.#standbys.clear();
     for (const standby of standbys) standby.zygote.abort(standby);
     await Promise.all(standbys.map((standby) => standby.run.dispose()));
+    const spares = this.#spareCgroups.splice(0);
+    await Promise.all(spares.map((cgroup) => cgroup.dispose().catch(() => undefined)));
     const entries = [...this.#zygotes.values()];
     this.#zygotes.clear();
     await Promise.all(entries.map(async (e) => (await e.starting.catch(() => undefined))?.dispose()));
