@@ -9,20 +9,22 @@ it:
 
   1. maps its uid into its user namespace, makes its mounts private, mounts a fresh /proc and
      private tmpfs /tmp, /dev/shm and /workspace, and forbids further user namespaces;
-  2. waits until runcell has moved it into the run's own cgroup (memory, pids, cpu);
-  3. waits for its code, sets rlimits, drops every capability, sets no_new_privs, runs the code.
+  2. waits for its code, which runcell sends only once it has moved the process into the run's
+     own cgroup (memory, pids, cpu): the process forks nothing before, so every process the run
+     will ever have is born in that cgroup;
+  3. sets rlimits, drops every capability, sets no_new_privs, reseeds random generators and
+     runs the code.
 
 Everything a run creates dies with its pid namespace; no state is carried to the next run.
 
-Runs are pre-started: a standby run goes through steps 1-2 ahead of time; a request then costs
-only step 3. Each standby serves exactly one run. One process per run (not a fork that then
-unshares and forks again) halves the copy-on-write faults and exits a run costs.
+Runs are pre-started: a standby run goes through step 1 and waits; a request then costs only
+step 3. Each standby serves exactly one run. One process per run (not a fork that then unshares
+and forks again) halves the copy-on-write faults and exits a run costs.
 
 Protocol: JSON lines on stdin (requests) and stdout (events); run output is base64 in events.
   -> {"op": "prefork", "id", "tmp_bytes"}   start a standby run
-  <- {"ev": "forked", "id", "pid"}          runcell moves pid into the run's cgroup, then:
+  <- {"ev": "forked", "id", "pid"}          runcell moves pid into the run's cgroup
   <- {"ev": "failed", "id", "message"}      (instead: the run could not be created)
-  -> {"op": "go", "id"}                     the standby may go on and waits for its code
   -> {"op": "assign", "id", "code", "env", "limits": {"cpu_s", "file_bytes", "open_files"}}
   <- {"ev": "out", "id", "stream": "stdout"|"stderr", "data": "<base64>"}
   <- {"ev": "exit", "id", "code"}           code is 128+n when killed by signal n
@@ -44,6 +46,9 @@ import sys
 import traceback
 
 libc = ctypes.CDLL(None, use_errno=True)
+# Typed once here: typed calls skip per-call argument guessing in every run.
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+libc.prctl.restype = ctypes.c_int
 # clone(2) as a raw syscall, without releasing the GIL (PyDLL): os.fork cannot pass namespace
 # flags. The PyOS_*Fork hooks around it do what os.fork does around fork(2).
 _raw_syscall = ctypes.PyDLL(None, use_errno=True).syscall
@@ -140,36 +145,36 @@ def clone_run():
     return pid
 
 
-def standby(tmp_bytes, uid, gid, go_read, request_read, out_write, err_write):
-    """pid 1 of the run's namespaces: prepare, join its cgroup, wait for code, confine, run it."""
-    # Dies with the server. (Had the server died before this, the go pipe reads as closed.)
+def write_file(path, text):
+    """Writes a /proc file without building a Python file object (fewer pages touched)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def standby(tmp_bytes, uid, gid, request_read, out_write, err_write):
+    """pid 1 of the run's namespaces: prepare, wait for code (and the cgroup), confine, run it."""
+    # Dies with the server. (Had the server died before this, the request pipe reads as closed.)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     os.setsid()
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)  # never the server's command pipe
     os.dup2(out_write, 1)
     os.dup2(err_write, 2)
-    os.dup2(go_read, 3)
-    os.dup2(request_read, 4)
-    os.closerange(5, 1 << 16)
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{uid} {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{gid} {gid} 1")
+    os.dup2(request_read, 3)
+    os.closerange(4, 1 << 16)
+    write_file("/proc/self/setgroups", "deny")
+    write_file("/proc/self/uid_map", f"{uid} {uid} 1")
+    write_file("/proc/self/gid_map", f"{gid} {gid} 1")
     check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
     for target in ("/tmp", "/dev/shm", "/workspace"):
         mount_tmpfs(target, tmp_bytes)
     check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
     # No nested user namespaces: they would give the code capabilities again.
-    with open("/proc/sys/user/max_user_namespaces", "w") as f:
-        f.write("0")
-    # runcell moves this process into the run's cgroup, then says go; it has not forked yet.
-    if os.read(3, 1) != b"g":
-        os._exit(0)  # released without a run
-    os.close(3)
-    request_fd = 4
+    write_file("/proc/sys/user/max_user_namespaces", "0")
+    request_fd = 3
     request = read_request(request_fd)
     os.close(request_fd)
     if request is None:
@@ -182,9 +187,14 @@ def standby(tmp_bytes, uid, gid, go_read, request_read, out_write, err_write):
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     drop_capabilities()
     reseed_generators()
+    gc.enable()
     os.chdir("/workspace")
-    os.environ.clear()
-    os.environ.update(request["env"])
+    env = request["env"]
+    # Exactly the requested variables. (Clearing os.environ first would cost a pass through
+    # MutableMapping per variable; the server's few are overwritten or deleted here.)
+    for key in [key for key in os.environ if key not in env]:
+        del os.environ[key]
+    os.environ.update(env)
     for sig in (signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     # The code runs as pid 1 of its namespace, which the kernel spares from default-action
@@ -228,7 +238,7 @@ def standby(tmp_bytes, uid, gid, go_read, request_read, out_write, err_write):
 class Server:
     def __init__(self):
         self.selector = selectors.DefaultSelector()
-        self.runs = {}  # id -> {"pid", "go", "fds": {fd: stream}}
+        self.runs = {}  # id -> {"pid", "request", "pending", "fds": {fd: stream}, "exit"}
         self.by_pid = {}
         self.inbuf = b""
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select; reaped below
@@ -244,7 +254,6 @@ class Server:
 
     def prefork(self, request):
         run_id = request["id"]
-        go_read, go_write = os.pipe()
         request_read, request_write = os.pipe()
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
@@ -252,25 +261,24 @@ class Server:
         try:
             pid = clone_run()
         except OSError as error:
-            for fd in (go_read, go_write, request_read, request_write, out_read, out_write, err_read, err_write):
+            for fd in (request_read, request_write, out_read, out_write, err_read, err_write):
                 os.close(fd)
             self.emit({"ev": "failed", "id": run_id, "message": str(error)})
             return
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
-                standby(int(request["tmp_bytes"]), uid, gid, go_read, request_read, out_write, err_write)
+                standby(int(request["tmp_bytes"]), uid, gid, request_read, out_write, err_write)
             except BaseException as error:
                 try:  # fd 2 is the run's stderr once standby() has set up its descriptors
                     os.write(2, f"runcell: sandbox setup failed: {error}\n".encode())
                 finally:
                     os._exit(125)
-        for fd in (go_read, request_read, out_write, err_write):
+        for fd in (request_read, out_write, err_write):
             os.close(fd)
         os.set_blocking(request_write, False)
         run = {
             "pid": pid,
-            "go": go_write,
             "request": request_write,
             "pending": b"",
             "fds": {out_read: "stdout", err_read: "stderr"},
@@ -312,17 +320,6 @@ class Server:
             os.close(fd)
             run["request"] = None
 
-    def release(self, run_id, go):
-        run = self.runs.get(run_id)
-        if run is None or run["go"] is None:
-            return
-        try:
-            os.write(run["go"], b"g" if go else b"x")
-        except OSError:
-            pass
-        os.close(run["go"])
-        run["go"] = None
-
     def read_output(self, fd, run_id):
         run = self.runs.get(run_id)
         try:
@@ -359,8 +356,6 @@ class Server:
         # Done when the process is reaped and both pipes are drained (no output is lost).
         if run["exit"] is None or run["fds"]:
             return
-        if run["go"] is not None:
-            os.close(run["go"])
         if run["request"] is not None:
             if run["request"] in self.selector.get_map():
                 self.selector.unregister(run["request"])
@@ -373,13 +368,10 @@ class Server:
         op = request.get("op")
         if op == "prefork":
             self.prefork(request)
-        elif op == "go":
-            self.release(request["id"], True)
         elif op == "assign":
             self.assign(request)
         elif op == "abort":
             run = self.runs.get(request["id"])
-            self.release(request["id"], False)
             if run is not None and run["request"] is not None:
                 # Closing the request pipe releases a standby that is already waiting for code.
                 run["pending"] = b""
@@ -415,10 +407,13 @@ class Server:
 def main():
     for name in sys.argv[1:]:
         importlib.import_module(name)
-    # Keep the collector away from everything imported so far: a forked run that walked those
-    # objects would copy every page it touched (copy-on-write), for nothing.
+    # Keep the collector away from everything imported so far: a run whose collector walked
+    # those objects would copy every page it touched (copy-on-write), for nothing.
     gc.collect()
     gc.freeze()
+    # Nor does it collect while serving (its loop makes no reference cycles): a collection
+    # walks every young object and dirties pages the runs share. Each run turns it back on.
+    gc.disable()
     Server().serve()
 
 

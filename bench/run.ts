@@ -50,7 +50,7 @@ const USAGE = `usage: npx tsx bench/run.ts [options]   (or: make bench ARGS="...
   --cli PATH           runcell's CLI for the notebook section (default dist/cli/main.js)
   --oneshot-runs N     measured one-shot print(1+1) runs per engine (default 200, quick 40)
   --oneshot-block N    one-shot runs per block; blocks rotate between engines (default 20, quick 10)
-  --throughput-runs N  runs per engine in the throughput test (default 100, quick 30)
+  --throughput-runs N  runs per engine in the throughput test (default 400, quick 60)
   --clients N          concurrent clients in the throughput test (default 2)
   --pandas-runs N      measured \`import pandas\` runs per engine, 0 to skip (default 20, quick 5)
   -h, --help           this text`;
@@ -132,7 +132,7 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
     oneshotRuns: positiveInt("oneshot-runs", values["oneshot-runs"], quick ? 40 : 200),
     oneshotWarmup: quick ? 2 : 5,
     oneshotBlock: positiveInt("oneshot-block", values["oneshot-block"], quick ? 10 : 20),
-    throughputRuns: positiveInt("throughput-runs", values["throughput-runs"], quick ? 30 : 100),
+    throughputRuns: positiveInt("throughput-runs", values["throughput-runs"], quick ? 60 : 400),
     clients: positiveInt("clients", values.clients, 2),
     pandasRuns: positiveInt("pandas-runs", values["pandas-runs"], quick ? 5 : 20, 0),
   };

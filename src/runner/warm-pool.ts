@@ -119,6 +119,8 @@ class WarmRun implements SandboxProcess {
     this.#disposed ??= (async () => {
       if (!this.exitStatus) this.signalGroup("SIGKILL");
       await this.exited;
+      // Once pid 1 is gone the kernel kills the rest of its namespace; release() removes the
+      // group (killing any straggler) unless it is already empty and can be reused.
       await this.release(this.cgroup).catch(() => undefined);
     })();
     return this.#disposed;
@@ -224,8 +226,9 @@ class Zygote {
   }
 
   /**
-   * Pre-starts a run: forked, moved into `cgroup`, inside its own namespaces with its mounts
-   * done, waiting for code. Resolves once it has been released into its namespaces.
+   * Pre-starts a run: pid 1 of its own namespaces, mounting its private filesystems, then
+   * waiting for code. Resolves once the process is in `cgroup`: its code (and so any process
+   * it forks) may only come after that.
    */
   async prefork(
     cgroup: CgroupHandle,
@@ -247,7 +250,6 @@ class Zygote {
       this.#send({ op: "abort", id });
       throw error;
     }
-    this.#send({ op: "go", id });
     return { id, run, tmpBytes, zygote: this };
   }
 

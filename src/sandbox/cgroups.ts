@@ -447,7 +447,8 @@ abstract class Group implements CgroupHandle {
 
   async recycle(options: { maxResidualBytes?: number } = {}): Promise<boolean> {
     if (this.#disposed || this.#disposing) return false;
-    if ((await this.members()).length > 0) return false;
+    // Processes join every hierarchy at once and cannot leave one alone: one list tells.
+    if ((await this.members(1)).length > 0) return false;
     const raw = await this.readStats();
     const residual = raw.currentMemoryBytes ?? 0;
     if (residual > (options.maxResidualBytes ?? RECYCLE_MAX_RESIDUAL_BYTES)) return false;
@@ -466,9 +467,9 @@ abstract class Group implements CgroupHandle {
   }
 
   /** The pids in the group (any of its hierarchies), never including runcell itself. */
-  async members(): Promise<number[]> {
+  async members(hierarchies = this.procsFiles.length): Promise<number[]> {
     const pids = new Set<number>();
-    for (const file of this.procsFiles) {
+    for (const file of this.procsFiles.slice(0, hierarchies)) {
       const text = await readText(file);
       if (text === null) continue;
       for (const line of text.split("\n")) {
@@ -576,14 +577,15 @@ class V1Group extends Group {
 
   protected async readStats(): Promise<RawStats> {
     const d = this.#d;
-    const [usageNs, peak, current, oomKills, failcnt, pidsMax] = await Promise.all([
+    const [usageNs, peak, current, oomKills, pidsMax] = await Promise.all([
       d.cpuacct ? readNumber(join(d.cpuacct, "cpuacct.usage")) : null,
       d.memory ? readNumber(join(d.memory, "memory.max_usage_in_bytes")) : null,
       d.memory ? readNumber(join(d.memory, "memory.usage_in_bytes")) : null,
       d.memory ? readKeyed(join(d.memory, "memory.oom_control"), "oom_kill") : null,
-      d.memory ? readNumber(join(d.memory, "memory.failcnt")) : null,
       d.pids ? readKeyed(join(d.pids, "pids.events"), "max") : null,
     ]);
+    // Kernels before 4.13 count no OOM kills: hitting the limit is the best sign left then.
+    const failcnt = d.memory && oomKills === null ? await readNumber(join(d.memory, "memory.failcnt")) : null;
     return {
       cpuMs: usageNs === null ? null : usageNs / 1e6,
       peakMemoryBytes: peak,
