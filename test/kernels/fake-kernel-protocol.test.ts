@@ -69,6 +69,19 @@ describe("start and shutdown", () => {
     expect(await running).toMatchObject({ status: "failed", error: { category: "kernel_died" } });
   });
 
+  it("dispose({ now }) kills at once, without a shutdown_request, and calls onSpawn before ready", async () => {
+    const order: string[] = [];
+    const { kernel } = await fake.startKernel({ onSpawn: () => order.push("spawned") });
+    order.push("ready");
+    expect(order).toEqual(["spawned", "ready"]);
+    const pid = kernel.pid!;
+    const disposing = kernel.dispose({ now: true });
+    expect(kernel.dispose()).toBe(disposing); // the first call's mode holds
+    expect(await disposing).toBe("sigkill");
+    expect(isProcessAlive(pid)).toBe(false);
+    expect(await readdir(fake.runtimeDir)).toEqual([]);
+  });
+
   it("dispose uses SIGTERM when the kernel does not answer shutdown_request", async () => {
     const { kernel } = await fake.startKernel({
       envOverrides: { FAKE_IGNORE_SHUTDOWN_REQUEST: "1" },
