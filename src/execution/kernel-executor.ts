@@ -524,7 +524,14 @@ export class KernelExecutor {
           category: "cancelled",
         });
     } else if (status === "dead") {
-      if (job) this.#finish(job, "failed", this.#deathError(death, "it died while this execution ran"));
+      // The limit that killed the kernel (its memory) is the one that ended this execution.
+      if (job)
+        this.#finish(
+          job,
+          "failed",
+          this.#deathError(death, "it died while this execution ran"),
+          death?.limit ?? null,
+        );
       for (const queued of this.#queue.splice(0)) {
         this.#finish(queued, "failed", this.#deathError(death, "it died before this execution could run"));
       }

@@ -28,6 +28,11 @@ export interface KernelDeath {
   signal: string | null;
   /** The last lines the kernel wrote to stderr. */
   stderr: string;
+  /**
+   * The sandbox limit that killed it: `memory` when its cgroup's OOM killer did. Absent when
+   * no limit is known to have (or the sandbox cannot tell).
+   */
+  limit?: "memory";
 }
 
 /** Which step of the shutdown escalation ended the kernel. */
@@ -322,17 +327,23 @@ export class Kernel {
     const proc = await options.sandbox.spawn({ argv, env, cwd: options.cwd, binds });
     this.#process = proc;
     options.onSpawn?.();
-    const onExit = (exit: ProcessExit) =>
+    const onExit = async (exit: ProcessExit) => {
+      // The sandbox's cgroup says whether its OOM killer ended the kernel (a SIGKILL alone
+      // cannot tell that from any other kill). Reading it takes microseconds.
+      const usage = await proc.usage().catch(() => null);
+      if (generation !== this.#generation || this.#stopping) return;
       this.#markDead({
         reason: "exited",
         exit_code: exit.code,
         signal: exit.signal ?? (options.sandbox.kind === "bwrap" ? signalOfExitCode(exit.code) : null),
         stderr: proc.stderrTail(),
+        ...(usage?.oomKilled ? { limit: "memory" as const } : {}),
       });
+    };
     void proc.exited.then((exit) => {
       // An exit during start is the start's failure (#waitReady reports it, and may retry).
       if (generation !== this.#generation || this.#stopping || !this.#ready) return;
-      onExit(exit);
+      void onExit(exit);
     });
     this.#ready = false;
     const connection = new KernelConnection(info, {
@@ -389,7 +400,7 @@ export class Kernel {
     this.#ready = true;
     this.#setStatus("idle");
     // Exited in the instant between the readiness check and now: nobody else will notice.
-    if (proc.exitStatus) onExit(proc.exitStatus);
+    if (proc.exitStatus) void onExit(proc.exitStatus);
   }
 
   /**
@@ -573,6 +584,9 @@ export function describeDeath(death: KernelDeath): string {
     case "start_failed":
       return "the kernel failed to start";
     default:
+      if (death.limit === "memory") {
+        return `the kernel was killed by ${death.signal ?? "the kernel's OOM killer"} on reaching its memory limit`;
+      }
       return death.signal
         ? `the kernel was killed by ${death.signal}`
         : `the kernel exited with code ${death.exit_code ?? "unknown"}`;

@@ -9,8 +9,8 @@
  *       with the signal — bubblewrap reports it as exit code 137, and the record says SIGKILL.
  *   #7  `x.append(bytearray(10**7))` forever in the kernel (anchor: isolate `cg-oom-killed`):
  *       the kernel's memory cgroup OOM-kills it (oom_kill counted in the group on the host);
- *       the execution ends `failed`, `kernel_died`, "killed by SIGKILL"; nothing hangs;
- *       restart() gives a working kernel.
+ *       the execution ends `failed`, `limit: memory`, `kernel_died`, "killed by SIGKILL on
+ *       reaching its memory limit"; nothing hangs; restart() gives a working kernel.
  *   #11 the fork bomb in a cell under a 2 s time limit (anchor: Piston `tests/fork.py`): the
  *       pids cgroup holds the tree at the cap (sampled on the host), the bomb swallows the
  *       interrupt, so the execution ends `timed_out` with the kernel restarted; the old tree
@@ -146,7 +146,7 @@ describe("sandboxed kernel death", () => {
   );
 
   it.skipIf(mem.skip)(
-    `#7 a memory bomb in the kernel is OOM-killed in its cgroup and reported as kernel_died${mem.label}`,
+    `#7 a memory bomb in the kernel is OOM-killed in its cgroup: kernel_died, limit memory${mem.label}`,
     async ({ expect }) => {
       const k = await sharedKernel();
       await plant(k, "lost");
@@ -158,12 +158,19 @@ describe("sandboxed kernel death", () => {
       expect(e.status, describeExecution(e)).toBe("failed");
       expect(e.error?.category).toBe("kernel_died");
       expect(e.error?.name).toBe("KernelDied");
-      expect(e.error?.value).toMatch(/^the kernel was killed by SIGKILL; it died while this execution ran/);
+      expect(e.error?.value).toMatch(
+        /^the kernel was killed by SIGKILL on reaching its memory limit; it died while this execution ran/,
+      );
       expect(e.error?.value).toMatch(/The kernel's state is lost\.$/);
-      // The record does not name the memory limit: a kernel's death carries no cgroup verdict.
-      expect(e.limit).toBeNull();
+      // The sandbox's cgroup names the limit that killed it.
+      expect(e.limit).toBe("memory");
       expect(k.kernel.status).toBe("dead");
-      expect(k.kernel.death).toMatchObject({ reason: "exited", exit_code: 137, signal: "SIGKILL" });
+      expect(k.kernel.death).toMatchObject({
+        reason: "exited",
+        exit_code: 137,
+        signal: "SIGKILL",
+        limit: "memory",
+      });
       expect(isProcessAlive(oldPid)).toBe(false);
       // It was the memory cgroup's OOM killer (the group stays until the restart removes it).
       const current = k.spawns.at(-1) ?? [];
