@@ -51,6 +51,15 @@ export interface CgroupSupport {
 
 export interface CgroupManager {
   readonly support: CgroupSupport;
-  /** Creates a group named `name` (a fresh id) with the given limits. */
+  /**
+   * Creates a group named `name` (a fresh id) with the given limits. Its directory name is
+   * `name` tagged with this process's pid (`<name>.p<pid>`), for sweep().
+   */
   create(name: string, limits: CgroupLimits): Promise<CgroupHandle>;
+  /**
+   * Removes the empty groups that runcell processes no longer alive left behind (a process
+   * killed with SIGKILL cannot remove its own). Groups with processes are never touched.
+   * detectCgroups() runs it once. Resolves with how many it removed.
+   */
+  sweep(): Promise<number>;
 }

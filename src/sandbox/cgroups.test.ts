@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
@@ -411,10 +411,52 @@ describe("a run's cgroup", () => {
     `refuses an existing name${support.version === "none" ? " (skipped: no cgroups)" : ""}`,
     async () => {
       const handle = await create(manager, { memoryBytes: null, pids: null });
-      const name = dirname(handle.procsFiles[0]!).split("/").pop()!;
+      const dir = dirname(handle.procsFiles[0]!).split("/").pop()!;
+      // The directory is the name tagged with the owner's pid.
+      expect(dir).toMatch(new RegExp(`\\.p${process.pid}$`));
+      const name = dir.replace(/\.p\d+$/, "");
       await expect(manager.create(name, { memoryBytes: null, pids: null })).rejects.toMatchObject({
         code: "CGROUP_EXISTS",
       });
+    },
+  );
+
+  it.skipIf(support.version === "none")(
+    `sweep removes the empty groups of dead owners, and nothing else${support.version === "none" ? " (skipped: no cgroups)" : ""}`,
+    async () => {
+      const mine = await create(manager, { memoryBytes: null, pids: null });
+      const groupParents = mine.procsFiles.map((file) => dirname(dirname(file)));
+      // A pid that was alive a moment ago and is not any more.
+      const gone = spawn(PYTHON, ["-c", "pass"], { stdio: "ignore" });
+      await new Promise((resolve) => gone.once("exit", resolve));
+      const dead = gone.pid!;
+      const made = (name: string) => groupParents.map((parent) => join(parent, name));
+      const stale = made(`sb-stale.p${dead}`);
+      const busy = made(`sb-busy.p${dead}`);
+      const untagged = made("not-runcells");
+      for (const dir of [...stale, ...busy, ...untagged]) mkdirSync(dir);
+      const sleeper = spawn(PYTHON, ["-c", "import time; time.sleep(60)"], { stdio: "ignore" });
+      children.push(sleeper);
+      for (const dir of busy) writeFileSync(join(dir, "cgroup.procs"), String(sleeper.pid));
+      try {
+        expect(await manager.sweep()).toBe(stale.length);
+        for (const dir of stale) expect(existsSync(dir), dir).toBe(false);
+        for (const dir of [...busy, ...untagged]) expect(existsSync(dir), dir).toBe(true);
+        for (const file of mine.procsFiles) expect(existsSync(file)).toBe(true);
+      } finally {
+        sleeper.kill("SIGKILL");
+        await new Promise((resolve) => sleeper.once("exit", resolve));
+        for (const dir of [...busy, ...untagged]) {
+          await eventually(() => {
+            try {
+              rmdirSync(dir);
+              return true;
+            } catch {
+              return false;
+            }
+          });
+        }
+      }
     },
   );
 });

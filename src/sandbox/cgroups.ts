@@ -19,6 +19,7 @@ import {
   closeSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   rmdirSync,
   write,
@@ -336,6 +337,60 @@ async function removeDir(dir: string, deadlineMs: number): Promise<boolean> {
     await delay(wait);
     wait = Math.min(wait * 2, 50);
   }
+}
+
+/**
+ * A group's directory name: the caller's name tagged with the pid of the runcell process that
+ * owns it, so that a later runcell can tell the leftovers of one that was killed (SIGKILL leaves
+ * its emptied groups behind) from groups a live process is about to use.
+ */
+function ownedName(name: string): string {
+  return `${name}.p${process.pid}`;
+}
+
+const OWNER_TAG = /\.p(\d+)$/;
+/** Probe groups are named probe-<pid>-<random>. */
+const PROBE_OWNER = /^probe-(\d+)-/;
+
+function ownerOf(dirName: string): number | null {
+  const match = OWNER_TAG.exec(dirName) ?? PROBE_OWNER.exec(dirName);
+  return match ? Number(match[1]) : null;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return errno(error) === "EPERM";
+  }
+}
+
+/**
+ * Removes the empty groups in `parent` whose owning runcell process is gone. A group with
+ * processes is never touched (rmdir refuses it). Returns how many were removed.
+ */
+function sweepParent(parent: string): number {
+  let names: string[];
+  try {
+    names = readdirSync(parent, { withFileTypes: true })
+      .filter((entry) => entry.isDirectory())
+      .map((entry) => entry.name);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const name of names) {
+    const owner = ownerOf(name);
+    if (owner === null || owner === process.pid || isAlive(owner)) continue;
+    try {
+      rmdirSync(join(parent, name));
+      removed++;
+    } catch {
+      // still has processes, or removed meanwhile by another runcell
+    }
+  }
+  return removed;
 }
 
 function validateName(name: string, what: string): void {
@@ -732,6 +787,9 @@ class V2Group extends Group {
 
 class NoCgroups implements CgroupManager {
   constructor(readonly support: CgroupSupport) {}
+  async sweep(): Promise<number> {
+    return 0;
+  }
   async create(): Promise<CgroupHandle> {
     throw new RuncellError(
       "CGROUPS_UNAVAILABLE",
@@ -784,6 +842,12 @@ class V1Manager implements CgroupManager {
     readonly parentName: string,
   ) {}
 
+  async sweep(): Promise<number> {
+    let removed = 0;
+    for (const hierarchy of this.hierarchies) removed += sweepParent(join(hierarchy.own, this.parentName));
+    return removed;
+  }
+
   async create(name: string, limits: CgroupLimits): Promise<CgroupHandle> {
     validateName(name, "cgroup name");
     validateLimits(limits);
@@ -793,7 +857,7 @@ class V1Manager implements CgroupManager {
     try {
       for (const hierarchy of this.hierarchies) {
         const parent = join(hierarchy.own, this.parentName);
-        const dir = join(parent, name);
+        const dir = join(parent, ownedName(name));
         await makeGroupDir(parent, dir);
         created.push(dir);
         for (const role of hierarchy.roles) roles[role] = dir;
@@ -842,11 +906,15 @@ class V2Manager implements CgroupManager {
     this.#hasPeak = hasPeak;
   }
 
+  async sweep(): Promise<number> {
+    return sweepParent(this.#parent);
+  }
+
   async create(name: string, limits: CgroupLimits): Promise<CgroupHandle> {
     validateName(name, "cgroup name");
     validateLimits(limits);
     unsupported(this.support, limits);
-    const dir = join(this.#parent, name);
+    const dir = join(this.#parent, ownedName(name));
     let made = false;
     try {
       await makeGroupDir(this.#parent, dir, () => enableControllers(this.#parent, this.#controllers));
@@ -1109,6 +1177,12 @@ function score(manager: CgroupManager): number {
   return (s.memory ? 8 : 0) + (s.pids ? 4 : 0) + (s.cpu ? 2 : 0) + (s.freezer ? 1 : 0);
 }
 
+/** The manager, after removing what runcell processes that were killed left in its parent. */
+async function swept(manager: CgroupManager): Promise<CgroupManager> {
+  await manager.sweep().catch(() => 0);
+  return manager;
+}
+
 /**
  * Finds out what this host's cgroups can do for runcell, by creating (and removing) a probe
  * group in each hierarchy, not only by looking at mounts. Never throws: a host without usable
@@ -1137,7 +1211,7 @@ export async function detectCgroups(options: DetectCgroupsOptions = {}): Promise
     const view: HostView = { own: parseProcCgroup(cgroupText), mounts: parseMountinfo(mountText ?? "") };
 
     const pure = await detectV2(root, parentName, view);
-    if (pure) return pure;
+    if (pure) return await swept(pure);
 
     const v1 = await detectV1(root, parentName, view);
     // The hybrid's cgroup2 usually has no controllers; it is probed only when v1 lacks something.
@@ -1145,7 +1219,7 @@ export async function detectCgroups(options: DetectCgroupsOptions = {}): Promise
       !v1 || score(v1) < FULL_SCORE ? await detectV2(join(root, "unified"), parentName, view) : null;
     const candidates = [v1, unified].filter((m): m is CgroupManager => m !== null && score(m) > 0);
     const best = candidates.sort((a, b) => score(b) - score(a))[0];
-    if (best) return best;
+    if (best) return await swept(best);
     const notes = [...(v1?.support.notes ?? []), ...(unified?.support.notes ?? [])].filter(
       (note) => !noneNotes().includes(note),
     );

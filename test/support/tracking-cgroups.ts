@@ -26,6 +26,10 @@ export class TrackingCgroups implements CgroupManager {
     return this.#inner.support;
   }
 
+  sweep(): Promise<number> {
+    return this.#inner.sweep();
+  }
+
   async create(name: string, limits: CgroupLimits): Promise<CgroupHandle> {
     const handle = await this.#inner.create(name, limits);
     const dirs = handle.procsFiles.map((file) => dirname(file));

@@ -25,6 +25,7 @@ const cgroups: CgroupManager | null =
     ? null
     : {
         support: detected.support,
+        sweep: () => detected.sweep(),
         create: async (name, limits) => {
           const handle = await detected.create(name, limits);
           cgroupDirs.push(...handle.procsFiles.map((file) => dirname(file)));
