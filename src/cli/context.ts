@@ -5,6 +5,7 @@ import { prepareRuntimeDir } from "../kernels/kernel-manager.js";
 import { Runner } from "../runner/runner.js";
 import { detectCgroups } from "../sandbox/cgroups.js";
 import { HostSandbox } from "../sandbox/host-sandbox.js";
+import { setSpawnStrategy } from "../sandbox/managed-process.js";
 import { SandboxFactory, type SandboxMode } from "../sandbox/sandbox-factory.js";
 import { UsageError } from "./errors.js";
 
@@ -26,6 +27,9 @@ export interface CliContext {
 }
 
 export function createContext(signal: AbortSignal): CliContext & { dispose(): Promise<void> } {
+  // A CLI process is small and short-lived: its own fork costs about a millisecond, less than
+  // starting the spawn helper a long-lived server uses.
+  setSpawnStrategy("direct");
   const config = loadConfig(process.env);
   let manager: KernelManager | undefined;
   const factories = new Map<SandboxMode, Promise<SandboxFactory>>();

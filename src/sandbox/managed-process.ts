@@ -1,7 +1,84 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import type { Readable, Writable } from "node:stream";
 import type { CgroupStats } from "./cgroups-types.js";
+import { type SpawnedChild, SpawnHelper } from "./spawn-helper.js";
 import type { ProcessExit, SandboxProcess } from "./types.js";
+
+/**
+ * How child processes are started: `helper` (default) through a SpawnHelper started once, so
+ * runcell's own process never forks (fork copies its page tables: ~40 µs per MiB of Node
+ * memory); `direct` with child_process.spawn. The helper is restarted if it dies; if it cannot
+ * start at all, spawning falls back to `direct`.
+ */
+export type SpawnStrategy = "helper" | "direct";
+
+let strategy: SpawnStrategy = "helper";
+let helper: Promise<SpawnHelper | null> | undefined;
+
+/**
+ * Chooses how child processes are started from now on (see SpawnStrategy). A long-lived
+ * process (a server) keeps the default, `helper`; a short-lived small one (the CLI) is better
+ * served by `direct`: its fork costs about a millisecond, less than starting the helper.
+ */
+export function setSpawnStrategy(next: SpawnStrategy): void {
+  strategy = next;
+}
+
+/**
+ * Starts the spawn helper now rather than at the first spawn: best done early, while the
+ * process is still small (the helper itself is started with one fork). Resolves once it runs;
+ * false when it cannot start (spawning then falls back to `direct`).
+ */
+export async function startSpawnHelper(): Promise<boolean> {
+  return (await sharedHelper()) !== null;
+}
+
+function sharedHelper(): Promise<SpawnHelper | null> {
+  const current = helper;
+  if (current) {
+    return current.then((h) => {
+      if (h === null || h.alive) return h;
+      if (helper === current) helper = undefined;
+      return sharedHelper();
+    });
+  }
+  const starting = SpawnHelper.start().catch(() => null);
+  helper = starting;
+  return starting;
+}
+
+/** child_process.spawn, seen as a SpawnedChild. */
+function spawnDirect(options: ManagedSpawnOptions): { started: Promise<number>; child: SpawnedChild } {
+  const child = spawn(options.argv[0]!, options.argv.slice(1), {
+    env: options.env,
+    cwd: options.cwd,
+    detached: true, // own session and process group: signals reach the children too
+    stdio: [options.input === "pipe" ? "pipe" : "ignore", "pipe", "pipe"],
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>(
+    (resolve) => {
+      child.once("exit", (code, signal) => resolve({ code, signal }));
+      child.once("error", (error) => resolve({ code: 127, signal: null, error }));
+    },
+  );
+  const started = new Promise<number>((resolve, reject) => {
+    child.once("spawn", () => resolve(child.pid!));
+    child.once("error", reject);
+  });
+  started.catch(() => undefined);
+  return {
+    started,
+    child: {
+      get pid() {
+        return child.pid ?? -1;
+      },
+      stdin: child.stdin,
+      stdout: child.stdout!,
+      stderr: child.stderr!,
+      exited,
+    },
+  };
+}
 
 /** Process groups still alive, killed synchronously if runcell exits without disposing them. */
 const liveGroups = new Set<number>();
@@ -64,13 +141,13 @@ export class ManagedProcess implements SandboxProcess {
   readonly stdout: Readable | null;
   readonly stderr: Readable | null;
   readonly stdin: Writable | null;
-  readonly #child: ChildProcess;
+  readonly #child: SpawnedChild;
   readonly #tail: TailBuffer;
   readonly #cleanedUp: Promise<void>;
   readonly #options: ManagedSpawnOptions;
   #disposing: Promise<void> | undefined;
 
-  private constructor(child: ChildProcess, options: ManagedSpawnOptions) {
+  private constructor(child: SpawnedChild, options: ManagedSpawnOptions) {
     this.#child = child;
     this.#tail = new TailBuffer(options.tailBytes ?? 16 * 1024);
     this.stdin = child.stdin ?? null;
@@ -86,15 +163,11 @@ export class ManagedProcess implements SandboxProcess {
       this.stdout = child.stdout;
       this.stderr = child.stderr;
     }
-    this.exited = new Promise((resolve) => {
-      child.once("exit", (code, signal) => {
-        this.exitStatus = { code, signal };
-        resolve(this.exitStatus);
-      });
-      child.once("error", () => {
-        this.exitStatus ??= { code: 127, signal: null };
-        resolve(this.exitStatus);
-      });
+    this.exited = child.exited.then(({ code, signal, error }) => {
+      // A program that could not be started says why where its output would have been.
+      if (error) this.#tail.push(Buffer.from(`runcell: cannot start ${options.argv[0]}: ${error.message}\n`));
+      this.exitStatus = { code, signal };
+      return this.exitStatus;
     });
     this.#cleanedUp = this.exited.then(async () => {
       // The group may outlive its leader (children it started): end it with the leader.
@@ -107,24 +180,19 @@ export class ManagedProcess implements SandboxProcess {
   /** Spawns `argv` in a new session; resolves once the process exists (or failed to). */
   static async spawn(options: ManagedSpawnOptions): Promise<ManagedProcess> {
     installExitHook();
-    const child = spawn(options.argv[0]!, options.argv.slice(1), {
-      env: options.env,
-      cwd: options.cwd,
-      detached: true, // own session and process group: signals reach the children too
-      stdio: [options.input === "pipe" ? "pipe" : "ignore", "pipe", "pipe"],
-    });
+    const via = strategy === "helper" ? await sharedHelper() : null;
+    const { started, child } = via
+      ? via.spawn({ argv: options.argv, env: options.env, cwd: options.cwd, stdin: options.input === "pipe" })
+      : spawnDirect(options);
     const proc = new ManagedProcess(child, options);
-    if (child.pid !== undefined) liveGroups.add(child.pid);
     // Surface spawn failures (ENOENT…) as an exit the caller can report.
-    await new Promise<void>((resolve) => {
-      child.once("spawn", resolve);
-      child.once("error", () => resolve());
-    });
+    const pid = await started.catch(() => undefined);
+    if (pid !== undefined && !proc.exitStatus) liveGroups.add(pid);
     return proc;
   }
 
   get pid(): number {
-    return this.#child.pid ?? -1;
+    return this.#child.pid;
   }
 
   /** Memory, CPU and limit hits of the whole tree, where a cgroup measures them; else null. */

@@ -34,6 +34,7 @@ import type { SandboxPolicy } from "../../src/sandbox/bwrap-sandbox.js";
 import { detectCgroups } from "../../src/sandbox/cgroups.js";
 import type { CgroupManager, CgroupSupport } from "../../src/sandbox/cgroups-types.js";
 import type { ResourceLimits } from "../../src/sandbox/limits.js";
+import { startSpawnHelper } from "../../src/sandbox/managed-process.js";
 import { SandboxFactory, type SandboxLease } from "../../src/sandbox/sandbox-factory.js";
 import { type OwnedProcess, pollUntil, processesOwnedBy } from "../support/processes.js";
 import { TrackingCgroups } from "../support/tracking-cgroups.js";
@@ -235,6 +236,8 @@ export async function createHarness(host: HostCaps): Promise<Harness> {
   const runner = new Runner({ sandboxes, runtimeDir, defaults: { ...SUITE_LIMITS } });
   const inPool = (uid: number) => uid >= uidRange.first && uid < uidRange.first + uidRange.size;
   let inFlight = 0;
+  // The spawn helper's own descriptors (its pipes, its socket) are runcell's for good.
+  await startSpawnHelper();
   let fdBaseline = fdCount();
 
   const checkRun = async (tracked: Tracked, execution: Execution | null): Promise<void> => {
