@@ -8,7 +8,7 @@
  *              latency, throughput with concurrent clients, and a cold `import pandas`
  *
  * Prints tables and the ratios against the goals, and writes bench/results/<timestamp>.json.
- * Usage: npx tsx bench/run.ts [--quick] [--only roundtrip|notebook|oneshot] [--help]
+ * Usage: npx tsx bench/run.ts [--quick] [--only roundtrip|notebook|oneshot|spawn] [--help]
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -20,9 +20,10 @@ import { type NotebookResult, runNotebookBench } from "./notebook.js";
 import { type OneshotResult, type PerEngine, runOneshotBench } from "./oneshot.js";
 import { installSignalHandlers, wasInterrupted } from "./proc.js";
 import { type RoundtripResult, runRoundtrip, SNIPPETS } from "./roundtrip.js";
+import { runSpawnBench, type SpawnResult } from "./spawn.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const SECTIONS = ["roundtrip", "notebook", "oneshot"] as const;
+const SECTIONS = ["roundtrip", "notebook", "oneshot", "spawn"] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** runcell p50 / jupyter_client p50 must be at most this. */
@@ -39,7 +40,7 @@ const PANDAS_GOAL = 0.05;
 const USAGE = `usage: npx tsx bench/run.ts [options]   (or: make bench ARGS="...")
 
   --quick              fewer iterations, rounds and runs (a smoke test of the suite, noisy numbers)
-  --only SECTION       roundtrip | notebook | oneshot (comma-separated for several; default: all)
+  --only SECTION       roundtrip | notebook | oneshot | spawn (comma-separated; default: all)
   --rounds N           round-trip rounds, each with fresh kernels (default 3, quick 1)
   --iterations N       measured executions per snippet per round (default 500, quick 100)
   --warmup N           warm-up executions per snippet per round (default 50, quick 10)
@@ -53,6 +54,7 @@ const USAGE = `usage: npx tsx bench/run.ts [options]   (or: make bench ARGS="...
   --throughput-runs N  runs per engine in the throughput test (default 400, quick 60)
   --clients N          concurrent clients in the throughput test (default 2)
   --pandas-runs N      measured \`import pandas\` runs per engine, 0 to skip (default 20, quick 5)
+  --spawn-runs N       child-process starts per strategy and memory size (default 100, quick 20)
   -h, --help           this text`;
 
 interface BenchOptions {
@@ -73,6 +75,7 @@ interface BenchOptions {
   throughputRuns: number;
   clients: number;
   pandasRuns: number;
+  spawnRuns: number;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -101,6 +104,7 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
       "throughput-runs": { type: "string" },
       clients: { type: "string" },
       "pandas-runs": { type: "string" },
+      "spawn-runs": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -135,6 +139,7 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
     throughputRuns: positiveInt("throughput-runs", values["throughput-runs"], quick ? 60 : 400),
     clients: positiveInt("clients", values.clients, 2),
     pandasRuns: positiveInt("pandas-runs", values["pandas-runs"], quick ? 5 : 20, 0),
+    spawnRuns: positiveInt("spawn-runs", values["spawn-runs"], quick ? 20 : 100),
   };
 }
 
@@ -389,6 +394,23 @@ function firstLine(text: string): string {
   return text.split("\n")[0] ?? text;
 }
 
+function printSpawn(result: SpawnResult): void {
+  console.log(
+    `\n== Starting a child process (/bin/true, until it exits), ms: ${result.runs} per strategy and size; ` +
+      "direct = Node's spawn (forks runcell), helper = runcell's spawn helper ==\n",
+  );
+  console.log(
+    `${"runcell rss".padEnd(12)}${"direct p50".padStart(11)}${"p95".padStart(8)}${"helper p50".padStart(12)}${"p95".padStart(8)}${"ratio".padStart(8)}`,
+  );
+  for (const point of result.points) {
+    console.log(
+      `${`${point.rss_mib} MiB`.padEnd(12)}${point.direct.p50.toFixed(2).padStart(11)}${point.direct.p95.toFixed(2).padStart(8)}` +
+        `${point.helper.p50.toFixed(2).padStart(12)}${point.helper.p95.toFixed(2).padStart(8)}${point.p50_ratio.toFixed(2).padStart(8)}`,
+    );
+  }
+  console.log("   ratio: helper p50 / direct p50 (informational: no goal is set for it)");
+}
+
 async function main(): Promise<number> {
   let options: BenchOptions | undefined;
   try {
@@ -410,6 +432,7 @@ async function main(): Promise<number> {
   let roundtrip: SectionOutcome<RoundtripResult> | undefined;
   let notebook: SectionOutcome<NotebookResult> | undefined;
   let oneshot: SectionOutcome<OneshotResult> | undefined;
+  let spawned: SectionOutcome<SpawnResult> | undefined;
 
   if (options.sections.includes("roundtrip")) {
     try {
@@ -562,6 +585,18 @@ async function main(): Promise<number> {
     }
   }
 
+  if (options.sections.includes("spawn")) {
+    try {
+      const result = await runSpawnBench({ runs: options.spawnRuns, ballastMiB: [0, 1024], log });
+      spawned = { status: "ok", result };
+      printSpawn(result);
+    } catch (error) {
+      if (wasInterrupted()) return waitForExit();
+      spawned = { status: "error", error: (error as Error).stack ?? (error as Error).message };
+      console.log(`\n== Spawn cost: FAILED ==\n${(error as Error).message}`);
+    }
+  }
+
   console.log("\n== Summary ==");
   for (const line of goals) {
     const value = line.ratio === null ? "n/a" : ratio(line.ratio);
@@ -600,6 +635,7 @@ async function main(): Promise<number> {
     roundtrip: roundtrip ?? null,
     notebook: notebook ?? null,
     oneshot: oneshot ?? null,
+    spawn: spawned ?? null,
   };
   await writeFile(file, `${JSON.stringify(report, null, 1)}\n`);
   console.log(`\nresults: ${relative(process.cwd(), file)}`);
