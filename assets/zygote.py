@@ -12,8 +12,9 @@ it:
   2. waits for its code, which runcell sends only once it has moved the process into the run's
      own cgroup (memory, pids, cpu): the process forks nothing before, so every process the run
      will ever have is born in that cgroup;
-  3. sets rlimits, drops every capability, sets no_new_privs, reseeds random generators and
-     runs the code.
+  3. sets rlimits, drops every capability, sets no_new_privs, installs runcell's seccomp filter
+     for runs (the server's own one still lets it mount), reseeds random generators and runs
+     the code.
 
 Everything a run creates dies with its pid namespace; no state is carried to the next run.
 
@@ -90,6 +91,36 @@ def last_capability():
 
 
 LAST_CAP = last_capability()
+
+
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+
+def load_run_filter():
+    """runcell's seccomp filter for runs (see seccomp.ts), read once; None when there is none."""
+    path = os.environ.get("RUNCELL_RUN_FILTER")
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        data = f.read()
+    count = len(data) // ctypes.sizeof(SockFilter)
+    program = (SockFilter * count).from_buffer_copy(data)
+    return SockFprog(count, ctypes.cast(program, ctypes.POINTER(SockFilter))), program
+
+
+RUN_FILTER = load_run_filter()
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
+
+def install_run_filter():
+    """After no_new_privs: from here on the run can never make the calls the filter denies."""
+    if RUN_FILTER is not None:
+        check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(RUN_FILTER[0]), 0, 0), "seccomp")
 
 
 def drop_capabilities():
@@ -186,6 +217,7 @@ def standby(tmp_bytes, uid, gid, request_read, out_write, err_write):
     resource.setrlimit(resource.RLIMIT_NOFILE, (int(limits["open_files"]),) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     drop_capabilities()
+    install_run_filter()
     reseed_generators()
     gc.enable()
     os.chdir("/workspace")

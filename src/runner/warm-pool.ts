@@ -431,18 +431,27 @@ export class WarmPool {
 
   async #start(profile: WarmProfile): Promise<Zygote> {
     const script = await (this.#script ??= this.#installScript());
+    // The server runs under the fork-server filter (it must still mount each run's /proc and
+    // tmpfs); every run installs the full filter for runs itself before its code starts.
+    const runFilter = (await this.#options.sandboxes.seccompFiles())?.run;
     const lease = await this.#options.sandboxes.lease({
       // The server's own limits; each run gets its own cgroup and rlimits.
       limits: { ...DEFAULT_CEILINGS },
       network: false,
       processCpuLimit: false,
       forkServer: true,
-      readOnlyPaths: [script],
+      readOnlyPaths: runFilter ? [script, runFilter] : [script],
     });
     try {
       const proc = await lease.sandbox.spawn({
         argv: [this.#options.python, "-I", "-u", join(script, "zygote.py"), ...profile.preload],
-        env: { PATH: "/usr/local/bin:/usr/bin:/bin", LANG: "C.UTF-8", MPLBACKEND: "Agg", HOME: "/tmp" },
+        env: {
+          PATH: "/usr/local/bin:/usr/bin:/bin",
+          LANG: "C.UTF-8",
+          MPLBACKEND: "Agg",
+          HOME: "/tmp",
+          ...(runFilter ? { RUNCELL_RUN_FILTER: runFilter } : {}),
+        },
         output: "pipe",
         input: "pipe",
       });

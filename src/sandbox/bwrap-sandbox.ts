@@ -56,6 +56,11 @@ export interface BwrapSandboxOptions {
   stagingRoot?: string;
   /** Files written once into runcell's runtime dir and mounted as /etc/passwd and /etc/group. */
   identityFiles?: { passwd: string; group: string };
+  /**
+   * A compiled seccomp filter (see seccomp.ts) that bubblewrap installs just before it starts
+   * the program: the program and everything it starts can never make the calls it denies.
+   */
+  seccompFile?: string;
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -68,7 +73,9 @@ const CLOSE_INHERITED_FDS = [
   "/bin/bash",
   "-c",
   // No redirection on the loop: bash would park the real stderr on a high fd that the loop closes.
-  'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; exec "$@"',
+  'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; ' +
+    // Then, where the sandbox has a seccomp filter, open it as descriptor 3 for bwrap --seccomp.
+    'if [ -n "$RUNCELL_SECCOMP" ]; then exec 3<"$RUNCELL_SECCOMP" || exit 125; fi; exec "$@"',
   "runcell-closefds",
 ];
 
@@ -224,6 +231,7 @@ export class BwrapSandbox implements Sandbox {
         throw new InvalidArgumentError("INVALID_ENV", `environment variable ${name} contains a NUL byte`);
       sandbox.push("--setenv", name, value);
     }
+    if (o.seccompFile) sandbox.push("--seccomp", "3");
     sandbox.push("--chdir", "/workspace", "--", ...command);
 
     // rlimits, set as the unprivileged user so they can only be lowered by what runs inside.
@@ -307,7 +315,9 @@ export class BwrapSandbox implements Sandbox {
       if (stagingDir) await mkdir(stagingDir, { mode: 0o755 });
       const proc = await ManagedProcess.spawn({
         argv: this.buildArgv(options.argv, options.env, options.binds, cgroup?.procsFiles ?? [], stagingDir),
-        env: LAUNCHER_ENV,
+        env: this.#options.seccompFile
+          ? { ...LAUNCHER_ENV, RUNCELL_SECCOMP: this.#options.seccompFile }
+          : LAUNCHER_ENV,
         output: options.output ?? "tail",
         input: options.input,
         tailBytes: options.stderrTailBytes,

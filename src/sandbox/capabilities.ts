@@ -10,6 +10,7 @@ import { access, readFile, stat } from "node:fs/promises";
 import { delimiter, join } from "node:path";
 import type { CgroupManager, CgroupSupport } from "./cgroups-types.js";
 import { type DetectCgroupsOptions, detectCgroups } from "./cgroups.js";
+import { deniedSyscalls, seccompSupported } from "./seccomp.js";
 
 export interface ProbeHostOptions {
   /** The PATH searched for bwrap, setpriv, prlimit and unshare after /usr/bin. Default /usr/local/bin:/usr/bin:/bin. */
@@ -445,15 +446,28 @@ export function assessHost(caps: HostCapabilities): HostAssessment {
           fix: caps.setpriv.fix,
         },
   );
+  const denied = deniedSyscalls("run").length;
   checks.push(
-    caps.seccomp.available && caps.seccomp.filter
-      ? { name: "seccomp", state: "ok", detail: "the kernel supports seccomp filters", fix: null }
-      : {
+    !(caps.seccomp.available && caps.seccomp.filter)
+      ? {
           name: "seccomp",
           state: "missing",
           detail: "no seccomp filters: system calls cannot be filtered (namespaces still apply)",
           fix: caps.seccomp.fix,
-        },
+        }
+      : seccompSupported()
+        ? {
+            name: "seccomp",
+            state: "ok",
+            detail: `every sandbox gets runcell's filter: ${denied} system calls denied (keyrings, bpf, userfaultfd, io_uring, ptrace, mounting…)`,
+            fix: null,
+          }
+        : {
+            name: "seccomp",
+            state: "missing",
+            detail: `runcell builds its seccomp filter for x86-64 only, not ${process.arch}: system calls are not filtered (namespaces still apply)`,
+            fix: null,
+          },
   );
 
   const required = new Set(["sandbox", "memory limit", "process limit", "CPU time", "rlimits", "privileges"]);

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { BwrapSandbox, SANDBOX_UID, type SandboxPolicy } from "./bwrap-sandbox.js";
 import type { CgroupManager } from "./cgroups-types.js";
 import { HostSandbox } from "./host-sandbox.js";
+import { type SeccompFiles, writeSeccompFiles } from "./seccomp.js";
 import type { Sandbox } from "./types.js";
 
 /** `bwrap`: confined (the default); `none`: no isolation at all, only when asked for explicitly. */
@@ -18,6 +19,8 @@ export interface SandboxFactoryOptions {
   firstUid?: number;
   /** Size of the uid pool, i.e. the most sandboxes alive at once with distinct uids. Default 65536. */
   uidPoolSize?: number;
+  /** Install runcell's seccomp filter in every sandbox (where built: x86-64). Default true. */
+  seccomp?: boolean;
 }
 
 /** A sandbox for one run or one kernel; release it when the process is gone. */
@@ -39,6 +42,7 @@ export class SandboxFactory {
   /** Where this process starts in the pool: random, so concurrent runcell processes rarely meet. */
   #nextUid = randomInt(0, 1 << 16);
   #identity: Promise<{ passwd: string; group: string }> | undefined;
+  #seccomp: Promise<SeccompFiles | null> | undefined;
 
   constructor(options: SandboxFactoryOptions) {
     this.mode = options.mode;
@@ -52,6 +56,7 @@ export class SandboxFactory {
   async lease(policy: SandboxPolicy): Promise<SandboxLease> {
     if (this.mode === "none") return { sandbox: new HostSandbox(), hostUid: null, release: () => undefined };
     const identityFiles = await (this.#identity ??= this.#writeIdentityFiles());
+    const seccomp = await this.seccompFiles();
     const hostUid = process.getuid?.() === 0 ? this.#allocateUid() : null;
     const sandbox = new BwrapSandbox({
       policy,
@@ -59,6 +64,7 @@ export class SandboxFactory {
       hostUid: hostUid ?? undefined,
       identityFiles,
       stagingRoot: this.#options.runtimeDir,
+      seccompFile: (policy.forkServer ? seccomp?.forkServer : seccomp?.run) ?? undefined,
     });
     let released = false;
     return {
@@ -70,6 +76,15 @@ export class SandboxFactory {
         this.#uidsInUse.delete(hostUid);
       },
     };
+  }
+
+  /**
+   * The compiled seccomp filters every sandbox of this factory gets (written once into the
+   * runtime dir), or null where none is built (not x86-64) or `seccomp: false` was asked.
+   */
+  seccompFiles(): Promise<SeccompFiles | null> {
+    if (this.#options.seccomp === false) return Promise.resolve(null);
+    return (this.#seccomp ??= writeSeccompFiles(this.#options.runtimeDir));
   }
 
   #allocateUid(): number {

@@ -16,6 +16,7 @@ import { detectCgroups } from "../../src/sandbox/cgroups.js";
 import type { CgroupManager } from "../../src/sandbox/cgroups-types.js";
 import { DEFAULT_LIMITS } from "../../src/sandbox/limits.js";
 import { SandboxFactory } from "../../src/sandbox/sandbox-factory.js";
+import { seccompSupported } from "../../src/sandbox/seccomp.js";
 
 let dir: string;
 let runtimeDir: string;
@@ -213,6 +214,23 @@ describe.skipIf(false)("warm one-shot runs", () => {
       expect(record.peak_memory_bytes).toBeLessThan(50 * 1024 * 1024);
       expect(record.cpu_ms).toBeLessThan(100);
     }
+  });
+
+  it("runs under runcell's seccomp filter: kernel attack surface calls fail, mount too", async () => {
+    if (!usable || !seccompSupported()) return;
+    const record = await run(
+      [
+        "import ctypes, errno",
+        "libc = ctypes.CDLL(None, use_errno=True)",
+        "out = []",
+        "for nr in (250, 321, 323, 425, 165):  # keyctl, bpf, userfaultfd, io_uring_setup, mount",
+        "    rc = libc.syscall(nr, 0, 0, 0, 0, 0)",
+        "    out.append(errno.errorcode[ctypes.get_errno()] if rc == -1 else 'ok')",
+        "print(*out, open('/proc/self/status').read().split('Seccomp:')[1].split()[0])",
+      ].join("\n"),
+    );
+    // mount is denied in the run (the server's own filter lets the server mount for its runs).
+    expect(record.stdout).toBe("EPERM EPERM EPERM EPERM EPERM 2\n");
   });
 
   it("removes every standby's and spare's cgroup on dispose", async () => {

@@ -5,23 +5,25 @@
  * flags).
  *
  * Expected: setuid/setgid(0) fail with EINVAL (uid 0 is not even mapped in the sandbox's user
- * namespace) and setgroups with EPERM; the ids stay 1000, with no supplementary groups. New user namespaces fail with ENOSPC
- * (`--disable-userns` sets the namespace's user-namespace limit to 0), so `unshare -Ur` and a
- * nested bwrap fail too; unshare(CLONE_NEWNS) fails with EPERM (no capabilities).
- * ptrace: a host process (runcell's own pid) cannot even be named (ESRCH, own pid namespace).
- * The sandbox's pid 1 — bwrap's reaper — runs as the same uid with no capabilities, so the
- * kernel's same-uid rule lets the code attach to it (PTRACE_SEIZE succeeds; there is no
- * seccomp filter): asserted as what happens, together with why it grants nothing (pid 1 has
- * uid 1000 and CapEff 0, the code's own rights). Denying it would need a seccomp filter.
+ * namespace) and setgroups with EPERM; the ids stay 1000, with no supplementary groups.
+ * unshare() fails with EPERM: runcell's seccomp filter denies it (x86-64); without the filter,
+ * new user namespaces fail with ENOSPC (`--disable-userns` sets the namespace's limit to 0) and
+ * the others with EPERM (no capabilities). `unshare -Ur` and a nested bwrap fail either way.
+ * ptrace: denied outright by the filter (EPERM). Without it, a host process (runcell's own pid)
+ * cannot even be named (ESRCH, own pid namespace), and the sandbox's pid 1 — bwrap's reaper,
+ * same uid, no capabilities — is attachable but holds nothing more than the code's own rights.
  *
  * Deterministic: all outcomes follow from the namespace, uid mapping and capability setup.
  */
 import { describe, it } from "vitest";
+import { seccompSupported } from "../../../src/sandbox/seccomp.js";
 import { describeRun, needs, probeHost, probeResults, useHarness } from "../harness.js";
 
 const host = await probeHost();
 const h = useHarness(host);
 const c = needs(host, "bwrap");
+/** runcell's seccomp filter is in force in its sandboxes on this machine. */
+const filtered = seccompSupported();
 
 describe.concurrent("privilege escalation", () => {
   it.skipIf(c.skip)(
@@ -67,7 +69,7 @@ describe.concurrent("privilege escalation", () => {
       const { execution: e } = await h.run({ language: "python", code });
       expect(e.status, describeRun(e)).toBe("completed");
       const r = probeResults(e) as { UNSHARE: Record<string, unknown> };
-      expect(r.UNSHARE.newuser).toBe("ENOSPC");
+      expect(r.UNSHARE.newuser).toBe(filtered ? "EPERM" : "ENOSPC");
       expect(r.UNSHARE.newns).toBe("EPERM");
       expect(r.UNSHARE.newnet).toBe("EPERM");
       const [unshareCode, unshareErr] = r.UNSHARE["unshare -Ur"] as [number, string];
@@ -81,7 +83,7 @@ describe.concurrent("privilege escalation", () => {
   );
 
   it.skipIf(c.skip)(
-    `#35 ptrace: host pids unreachable; pid 1 attachable but holds nothing more${c.label}`,
+    `#35 ptrace: denied by the seccomp filter (without it: host pids unreachable, pid 1 holds nothing more)${c.label}`,
     async ({ expect }) => {
       const code = [
         "import ctypes, errno, json",
@@ -100,9 +102,14 @@ describe.concurrent("privilege escalation", () => {
       const { execution: e } = await h.run({ language: "python", code });
       expect(e.status, describeRun(e)).toBe("completed");
       const r = probeResults(e).PTRACE as Record<string, unknown>;
-      // runcell's pid is not in the sandbox's pid namespace (unless it happens to be tiny).
-      if (process.pid > 1000) expect(r.host).toBe("ESRCH");
-      expect(r.pid1).toBe("attached");
+      if (filtered) {
+        expect(r.host).toBe("EPERM");
+        expect(r.pid1).toBe("EPERM");
+      } else {
+        // runcell's pid is not in the sandbox's pid namespace (unless it happens to be tiny).
+        if (process.pid > 1000) expect(r.host).toBe("ESRCH");
+        expect(r.pid1).toBe("attached");
+      }
       expect(r.pid1_uid).toEqual(["1000", "1000", "1000", "1000"]);
       expect(r.pid1_capeff).toBe("0000000000000000");
       h.report("35-ptrace", e, r);

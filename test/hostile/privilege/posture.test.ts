@@ -4,6 +4,7 @@
  * fd closing).
  *
  * Expected inside: uid/gid 1000 (all four ids), no capabilities in any set, NoNewPrivs 1,
+ * Seccomp 2 (runcell's filter, on x86-64),
  * namespaces (user, pid, net, ipc, uts, mnt, cgroup) all different from runcell's, rlimits as
  * configured (CPU 2 s, file 16 MiB, nofile 256, core 0), and only fds 0, 1, 2 open.
  * Expected from the host, while the run sleeps: every process of the run's cgroup runs as the
@@ -18,6 +19,7 @@
  * for the run to print READY (bounded by the run's own wall limit) before reading /proc.
  */
 import { spawn } from "node:child_process";
+import { seccompSupported } from "../../../src/sandbox/seccomp.js";
 import { readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -69,6 +71,8 @@ describe.concurrent("posture", () => {
         expect(statusField(status, set), set).toBe("0000000000000000");
       }
       expect(statusField(status, "NoNewPrivs")).toBe("1");
+      // Filtered (mode 2) where runcell builds its filter; otherwise no filter (0).
+      expect(statusField(status, "Seccomp")).toBe(seccompSupported() ? "2" : "0");
 
       const ns = r.NS as Record<string, string>;
       for (const name of NAMESPACES) {
