@@ -205,6 +205,20 @@ def standby(tmp_bytes, uid, gid, request_read, out_write, err_write):
     check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
     # No nested user namespaces: they would give the code capabilities again.
     write_file("/proc/sys/user/max_user_namespaces", "0")
+    # What does not depend on the request is done while waiting for it.
+    os.chdir("/workspace")
+    sys.argv = [CODE_PATH]
+    sys.path[0] = "/workspace"
+    sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    for sig in (signal.SIGCHLD, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    # The code runs as pid 1 of its namespace, which the kernel spares from default-action
+    # signals (SIGXCPU of the CPU rlimit among them); end the run as that action would have.
+    for sig in (signal.SIGXCPU, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+        signal.signal(sig, lambda number, _frame: os._exit(128 + number))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as the python3 binary does
     request_fd = 3
     request = read_request(request_fd)
     os.close(request_fd)
@@ -220,27 +234,14 @@ def standby(tmp_bytes, uid, gid, request_read, out_write, err_write):
     install_run_filter()
     reseed_generators()
     gc.enable()
-    os.chdir("/workspace")
     env = request["env"]
     # Exactly the requested variables. (Clearing os.environ first would cost a pass through
     # MutableMapping per variable; the server's few are overwritten or deleted here.)
     for key in [key for key in os.environ if key not in env]:
         del os.environ[key]
     os.environ.update(env)
-    for sig in (signal.SIGCHLD, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL)
-    # The code runs as pid 1 of its namespace, which the kernel spares from default-action
-    # signals (SIGXCPU of the CPU rlimit among them); end the run as that action would have.
-    for sig in (signal.SIGXCPU, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
-        signal.signal(sig, lambda number, _frame: os._exit(128 + number))
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as the python3 binary does
     code = request["code"]
     linecache.cache[CODE_PATH] = (len(code), None, code.splitlines(True), CODE_PATH)
-    sys.argv = [CODE_PATH]
-    sys.path[0] = "/workspace"
-    sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
     main = {"__name__": "__main__", "__file__": CODE_PATH, "__builtins__": __builtins__}
     status = 0
     try:
