@@ -39,7 +39,6 @@ import importlib
 import json
 import linecache
 import os
-import platform
 import resource
 import selectors
 import signal
@@ -55,7 +54,7 @@ libc.prctl.restype = ctypes.c_int
 _raw_syscall = ctypes.PyDLL(None, use_errno=True).syscall
 _raw_syscall.restype = ctypes.c_long
 _raw_syscall.argtypes = [ctypes.c_long, ctypes.c_ulong] + [ctypes.c_void_p] * 4
-SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "s390x": 120}.get(platform.machine())
+SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "s390x": 120}.get(os.uname().machine)
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -162,7 +161,7 @@ def reseed_generators():
 def clone_run():
     """A new process in new user, mount, pid, network, ipc and uts namespaces (pid 1 of its own)."""
     if SYS_CLONE is None:
-        raise OSError(0, f"no clone syscall number known for {platform.machine()}")
+        raise OSError(0, f"no clone syscall number known for {os.uname().machine}")
     flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | signal.SIGCHLD
     ctypes.pythonapi.PyOS_BeforeFork()
     pid = _raw_syscall(SYS_CLONE, flags, None, None, None, None)

@@ -76,6 +76,8 @@ export const BWRAP_PANDAS_FLAGS: readonly string[] = ["--ro-bind", "/etc/alterna
 
 /** The environment of the spawned commands (runcell gives its runs a similar minimal one). */
 const SPAWN_ENV: NodeJS.ProcessEnv = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
+/** Blocks per engine in the throughput test (fewer when there are too few runs for them). */
+const THROUGHPUT_BLOCKS = 4;
 /** No single run may take longer than this (runcell's default run time limit is 30 s). */
 const RUN_TIMEOUT_MS = 60_000;
 
@@ -556,13 +558,17 @@ async function concurrentBlock(driver: Driver, runs: number, clients: number): P
   return { runs, wall_ms: performance.now() - startedAt };
 }
 
-/** Throughput with `clients` concurrent loops per engine, in two blocks per engine that take turns. */
+/**
+ * Throughput with `clients` concurrent loops per engine, in up to four blocks per engine that
+ * take turns (rotating), so that the machine's speed drifting during the test (other tenants,
+ * thermal) weighs on every engine alike.
+ */
 async function measureThroughput(
   drivers: readonly Driver[],
   runs: number,
   clients: number,
 ): Promise<Map<Driver, ThroughputBlock[]>> {
-  const blocks = runs >= 2 * clients ? 2 : 1;
+  const blocks = Math.max(1, Math.min(THROUGHPUT_BLOCKS, Math.floor(runs / (25 * clients))));
   const blockRuns = Array.from(
     { length: blocks },
     (_, index) => Math.floor(runs / blocks) + (index < runs % blocks ? 1 : 0),

@@ -321,6 +321,7 @@ export class BwrapSandbox implements Sandbox {
         output: options.output ?? "tail",
         input: options.input,
         tailBytes: options.stderrTailBytes,
+        ...(options.strategy ? { strategy: options.strategy } : {}),
         usage: cgroup ? () => cgroup.stats() : undefined,
         onDispose: async () => {
           await cgroup?.dispose();

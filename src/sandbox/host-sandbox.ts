@@ -26,6 +26,7 @@ export class HostSandbox implements Sandbox {
       output: options.output ?? "tail",
       input: options.input,
       tailBytes: options.stderrTailBytes,
+      ...(options.strategy ? { strategy: options.strategy } : {}),
     });
   }
 }

@@ -127,6 +127,8 @@ export interface ManagedSpawnOptions {
   tailBytes?: number;
   /** Runs in dispose() once the process is gone (e.g. removing its cgroup). */
   onDispose?: () => Promise<void>;
+  /** Overrides the process-wide SpawnStrategy for this process. */
+  strategy?: SpawnStrategy;
   /** Reads what the process tree used (from its cgroup); absent when nothing measures it. */
   usage?: () => Promise<CgroupStats | null>;
 }
@@ -180,7 +182,7 @@ export class ManagedProcess implements SandboxProcess {
   /** Spawns `argv` in a new session; resolves once the process exists (or failed to). */
   static async spawn(options: ManagedSpawnOptions): Promise<ManagedProcess> {
     installExitHook();
-    const via = strategy === "helper" ? await sharedHelper() : null;
+    const via = (options.strategy ?? strategy) === "helper" ? await sharedHelper() : null;
     const { started, child } = via
       ? via.spawn({ argv: options.argv, env: options.env, cwd: options.cwd, stdin: options.input === "pipe" })
       : spawnDirect(options);

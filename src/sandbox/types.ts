@@ -24,6 +24,12 @@ export interface SpawnOptions {
   output?: "tail" | "pipe";
   /** `pipe` gives the caller the process's stdin; default: /dev/null. */
   input?: "ignore" | "pipe";
+  /**
+   * How to start it, overriding the process-wide choice (see setSpawnStrategy). `direct` suits
+   * a long-lived process with busy stdio started rarely, such as the warm fork server: its stdio
+   * are pipes (cheaper than the helper's sockets) and its one fork of runcell is paid once.
+   */
+  strategy?: "helper" | "direct";
   /** Host paths to make visible inside the sandbox, at `target` or else the same path (e.g. a kernel's socket dir). */
   binds?: Array<{ path: string; writable: boolean; target?: string }>;
 }
