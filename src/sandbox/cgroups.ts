@@ -470,13 +470,7 @@ abstract class Group implements CgroupHandle {
     if (!Number.isSafeInteger(pid) || pid < 1) {
       throw new InvalidArgumentError("INVALID_PID", `cannot move pid ${pid} into a cgroup`);
     }
-    // The first move waits out the grace period, off the event loop; the kernel then takes the
-    // next ones in the same period at once, so they are written directly (a thread-pool round
-    // trip each would cost more than the writes).
-    const [first, ...rest] = this.procsFiles;
-    if (first === undefined) return;
-    await writeControlOffThread(first, String(pid));
-    for (const file of rest) writeFileSync(file, String(pid));
+    await Promise.all(this.procsFiles.map((file) => writeControlOffThread(file, String(pid))));
   }
 
   /** After dispose(), the measurements taken just before the group was removed. */
