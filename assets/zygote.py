@@ -29,6 +29,7 @@ Protocol: JSON lines on stdin (requests) and stdout (events); run output is base
   -> {"op": "assign", "id", "code", "env", "limits": {"cpu_s", "file_bytes", "open_files"}}
   <- {"ev": "out", "id", "stream": "stdout"|"stderr", "data": "<base64>"}
   <- {"ev": "exit", "id", "code"}           code is 128+n when killed by signal n
+  <- {"ev": "reaped", "id"}                 the run's process is gone (after its exit event)
   -> {"op": "abort", "id"}                  end a standby without running anything
 """
 
@@ -184,7 +185,7 @@ def write_file(path, text):
         os.close(fd)
 
 
-def standby(tmp_bytes, uid, gid, request_read, out_write, err_write):
+def standby(tmp_bytes, uid, gid, request_read, out_write, err_write, status_write):
     """pid 1 of the run's namespaces: prepare, wait for code (and the cgroup), confine, run it."""
     # Dies with the server. (Had the server died before this, the request pipe reads as closed.)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -194,7 +195,8 @@ def standby(tmp_bytes, uid, gid, request_read, out_write, err_write):
     os.dup2(out_write, 1)
     os.dup2(err_write, 2)
     os.dup2(request_read, 3)
-    os.closerange(4, 1 << 16)
+    os.dup2(status_write, 4)
+    os.closerange(5, 1 << 16)
     write_file("/proc/self/setgroups", "deny")
     write_file("/proc/self/uid_map", f"{uid} {uid} 1")
     write_file("/proc/self/gid_map", f"{gid} {gid} 1")
@@ -264,6 +266,18 @@ def standby(tmp_bytes, uid, gid, request_read, out_write, err_write):
         sys.stderr.flush()
     except BaseException:
         pass
+    # Say how the run ended before exiting: tearing down this process's memory takes longer
+    # than the run's last steps, and runcell need not wait for it (the cgroup is reused only
+    # once the process is reaped). The code could write here too, but only about itself.
+    for fd in (1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.write(4, str(status).encode())
+    except OSError:
+        pass
     os._exit(status)
 
 
@@ -289,24 +303,25 @@ class Server:
         request_read, request_write = os.pipe()
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
+        status_read, status_write = os.pipe()
         uid, gid = os.getuid(), os.getgid()
         try:
             pid = clone_run()
         except OSError as error:
-            for fd in (request_read, request_write, out_read, out_write, err_read, err_write):
+            for fd in (request_read, request_write, out_read, out_write, err_read, err_write, status_read, status_write):
                 os.close(fd)
             self.emit({"ev": "failed", "id": run_id, "message": str(error)})
             return
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
-                standby(int(request["tmp_bytes"]), uid, gid, request_read, out_write, err_write)
+                standby(int(request["tmp_bytes"]), uid, gid, request_read, out_write, err_write, status_write)
             except BaseException as error:
                 try:  # fd 2 is the run's stderr once standby() has set up its descriptors
                     os.write(2, f"runcell: sandbox setup failed: {error}\n".encode())
                 finally:
                     os._exit(125)
-        for fd in (request_read, out_write, err_write):
+        for fd in (request_read, out_write, err_write, status_write):
             os.close(fd)
         os.set_blocking(request_write, False)
         run = {
@@ -314,13 +329,17 @@ class Server:
             "request": request_write,
             "pending": b"",
             "fds": {out_read: "stdout", err_read: "stderr"},
-            "exit": None,
+            "status": status_read,
+            "said": None,  # the exit status the run reported itself
+            "exit": None,  # the exit status waitpid reported
         }
         self.runs[run_id] = run
         self.by_pid[pid] = run_id
-        for fd in (out_read, err_read):
+        for fd in (out_read, err_read, status_read):
             os.set_blocking(fd, False)
+        for fd in (out_read, err_read):
             self.selector.register(fd, selectors.EVENT_READ, ("out", run_id))
+        self.selector.register(status_read, selectors.EVENT_READ, ("status", run_id))
         self.emit({"ev": "forked", "id": run_id, "pid": pid})
 
     def assign(self, request):
@@ -368,6 +387,24 @@ class Server:
             del run["fds"][fd]
             self.maybe_finish(run_id)
 
+    def read_status(self, fd, run_id):
+        try:
+            data = os.read(fd, 16)
+        except BlockingIOError:
+            return
+        run = self.runs.get(run_id)
+        self.close_status(run, fd)
+        if run is not None and data.isdigit():
+            run["said"] = int(data) & 0xFF
+            self.maybe_finish(run_id)
+
+    def close_status(self, run, fd):
+        if fd in self.selector.get_map():
+            self.selector.unregister(fd)
+        os.close(fd)
+        if run is not None:
+            run["status"] = None
+
     def reap(self):
         while True:
             try:
@@ -380,20 +417,27 @@ class Server:
             if run_id is None:
                 continue
             code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            self.runs[run_id]["exit"] = code
-            self.maybe_finish(run_id)
+            if run_id in self.runs:
+                self.runs[run_id]["exit"] = code
+                self.maybe_finish(run_id)
+            # Its process is gone: its cgroup may be reused.
+            self.emit({"ev": "reaped", "id": run_id})
 
     def maybe_finish(self, run_id):
         run = self.runs[run_id]
-        # Done when the process is reaped and both pipes are drained (no output is lost).
-        if run["exit"] is None or run["fds"]:
+        # Done when both pipes are drained (no output is lost) and the exit status is known:
+        # from waitpid, or from the run itself, which says it just before exiting.
+        code = run["exit"] if run["exit"] is not None else run["said"]
+        if code is None or run["fds"]:
             return
         if run["request"] is not None:
             if run["request"] in self.selector.get_map():
                 self.selector.unregister(run["request"])
             os.close(run["request"])
+        if run["status"] is not None:
+            self.close_status(run, run["status"])
         del self.runs[run_id]
-        self.emit({"ev": "exit", "id": run_id, "code": run["exit"]})
+        self.emit({"ev": "exit", "id": run_id, "code": code})
 
     def handle(self, line):
         request = json.loads(line)
@@ -413,6 +457,9 @@ class Server:
         self.emit({"ev": "ready", "pid": os.getpid()})
         while True:
             for key, _ in self.selector.select():
+                # An earlier event of this batch may have closed (and even reused) this fd.
+                if self.selector.get_map().get(key.fd) is not key:
+                    continue
                 kind, run_id = key.data
                 if kind == "stdin":
                     chunk = os.read(0, 1 << 20)
@@ -431,6 +478,8 @@ class Server:
                     self.reap()
                 elif kind == "request":
                     self.flush_request(run_id)
+                elif kind == "status":
+                    self.read_status(key.fd, run_id)
                 else:
                     self.read_output(key.fd, run_id)
             self.reap()

@@ -49,6 +49,23 @@ export interface WarmRunRequest {
 
 const ZYGOTE_SOURCE = fileURLToPath(new URL("../../assets/zygote.py", import.meta.url));
 
+/** How long a run's process may take to end after reporting its exit, before it is killed. */
+const REAP_GRACE_MS = 200;
+
+/** Whether `promise` settles within `ms` (the timer does not keep the process alive). */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([promise.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Standbys prepared at once per profile. */
 const REFILL_PARALLELISM = 2;
 
@@ -60,7 +77,8 @@ type ZygoteEvent =
   | { ev: "forked"; id: string; pid: number }
   | { ev: "failed"; id: string; message: string }
   | { ev: "out"; id: string; stream: "stdout" | "stderr"; data: string }
-  | { ev: "exit"; id: string; code: number };
+  | { ev: "exit"; id: string; code: number }
+  | { ev: "reaped"; id: string };
 
 /** One run forked from a fork server, seen through the same interface as any sandboxed process. */
 class WarmRun implements SandboxProcess {
@@ -71,6 +89,9 @@ class WarmRun implements SandboxProcess {
   exitStatus: ProcessExit | undefined;
   pid = -1;
   #resolveExit!: (exit: ProcessExit) => void;
+  /** Settles once the run's process is gone (it may report its exit a moment before). */
+  readonly reaped: Promise<void>;
+  #resolveReaped!: () => void;
   #disposed: Promise<void> | undefined;
   #lastStats: CgroupStats | null = null;
 
@@ -82,6 +103,20 @@ class WarmRun implements SandboxProcess {
     this.exited = new Promise((resolve) => {
       this.#resolveExit = resolve;
     });
+    this.reaped = new Promise((resolve) => {
+      this.#resolveReaped = resolve;
+    });
+  }
+
+  #isReaped = false;
+
+  get isReaped(): boolean {
+    return this.#isReaped;
+  }
+
+  markReaped(): void {
+    this.#isReaped = true;
+    this.#resolveReaped();
   }
 
   finish(code: number): void {
@@ -119,6 +154,12 @@ class WarmRun implements SandboxProcess {
     this.#disposed ??= (async () => {
       if (!this.exitStatus) this.signalGroup("SIGKILL");
       await this.exited;
+      // A run reports its exit just before its process ends; give it a moment, then make sure
+      // (the code could have written that report itself and gone on running).
+      if (!(await settlesWithin(this.reaped, REAP_GRACE_MS))) {
+        this.signalGroup("SIGKILL");
+        await settlesWithin(this.reaped, 5_000);
+      }
       // Once pid 1 is gone the kernel kills the rest of its namespace; release() removes the
       // group (killing any straggler) unless it is already empty and can be reused.
       await this.release(this.cgroup).catch(() => undefined);
@@ -189,6 +230,8 @@ class Zygote {
       for (const [, pending] of this.#runs) {
         pending.failed(error);
         pending.run.finish(125);
+        // Its runs died with it (parent-death signal).
+        pending.run.markReaped();
       }
       this.#runs.clear();
       this.#lease.release();
@@ -216,8 +259,12 @@ class Zygote {
         Buffer.from(event.data, "base64"),
       );
     } else if (event.ev === "exit") {
-      this.#runs.delete(event.id);
+      // Its output is all in; its process may still be ending ("reaped" follows).
       pending.run.finish(event.code);
+      if (pending.run.isReaped) this.#runs.delete(event.id);
+    } else if (event.ev === "reaped") {
+      pending.run.markReaped();
+      if (pending.run.exitStatus) this.#runs.delete(event.id);
     }
   }
 

@@ -4,7 +4,7 @@
  * limits that a fork might escape. Deterministic: every assertion is on the records and on
  * what the runs report about themselves; nothing depends on timing.
  */
-import { chmodSync, mkdtempSync, readdirSync, rmdirSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -231,6 +231,43 @@ describe.skipIf(false)("warm one-shot runs", () => {
     );
     // mount is denied in the run (the server's own filter lets the server mount for its runs).
     expect(record.stdout).toBe("EPERM EPERM EPERM EPERM EPERM 2\n");
+  });
+
+  it("a run that reports its own exit early and goes on is ended: nothing of it survives", async () => {
+    if (!usable) return;
+    // fd 4 is where a run says how it ended, just before exiting; code can write there too.
+    const record = await run(
+      "import ctypes, os, time\n" +
+        "ctypes.CDLL(None).prctl(15, b'forged-exit', 0, 0, 0)  # PR_SET_NAME, seen from the host\n" +
+        "print(os.getpid(), flush=True)\nos.write(4, b'0')\nos.close(1)\nos.close(2)\ntime.sleep(60)",
+      { limits: { timeMs: 20_000 } },
+    );
+    expect(record).toMatchObject({ status: "completed", exit_code: 0, stdout: "1\n" });
+    expect(record.duration_ms!).toBeLessThan(20_000);
+    await runner.settle();
+    // Its process (pid 1 of its namespace) was killed before its cgroup was released.
+    const named = (name: string) =>
+      readdirSync("/proc")
+        .filter((entry) => /^\d+$/.test(entry))
+        .filter((pid) => {
+          try {
+            return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === name;
+          } catch {
+            return false;
+          }
+        });
+    expect(named("forged-exit")).toEqual([]);
+    // The name is visible from here while such a run lives (so the check above can fail).
+    const alive = run(
+      "import ctypes, time\nctypes.CDLL(None).prctl(15, b'named-run', 0, 0, 0)\nprint('up', flush=True)\ntime.sleep(2)",
+    );
+    let seen: string[] = [];
+    for (let i = 0; i < 100 && seen.length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      seen = named("named-run");
+    }
+    expect(seen.length).toBe(1);
+    await alive;
   });
 
   it("removes every standby's and spare's cgroup on dispose", async () => {
