@@ -2,8 +2,10 @@
 
 Started once per profile inside a bubblewrap sandbox (its own user, network, ipc and uts
 namespaces; the host's pid namespace so runcell can place each run in a cgroup). It imports the
-profile's modules once, then clones a fresh process per run. The server itself never runs user
-code. Each run is created by one clone() that gives it new user, mount, pid, network, ipc and
+profile's modules once, then forks one helper process, the spawner, which clones a fresh
+process per run while the server relays requests, output and exits (cloning is about a
+millisecond of kernel work that would otherwise hold up every run's relaying). Neither ever
+runs user code. Each run is created by one clone() that gives it new user, mount, pid, network, ipc and
 uts namespaces at once, so it is pid 1 of its own pid namespace from birth. Before any user code
 it:
 
@@ -43,6 +45,7 @@ import os
 import resource
 import selectors
 import signal
+import socket
 import sys
 import traceback
 
@@ -281,17 +284,86 @@ def standby(tmp_bytes, uid, gid, request_read, out_write, err_write, status_writ
     os._exit(status)
 
 
+def spawner(channel):
+    """The process that clones runs: forked from the server once, it does little else, so that
+    cloning (about a millisecond of kernel work per run) never holds up the server's relaying,
+    and few of its pages are touched (copied) between clones.
+
+    Messages on `channel` (a SOCK_SEQPACKET pair): from the server "clone SEQ TMP_BYTES" with the
+    run's request, stdout, stderr and status descriptors; to it "pid SEQ PID", "failed SEQ
+    MESSAGE" and "exit PID CODE".
+    """
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the server
+    uid, gid = os.getuid(), os.getgid()
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector = selectors.DefaultSelector()
+    selector.register(channel, selectors.EVENT_READ, "channel")
+    selector.register(wake_read, selectors.EVENT_READ, "wake")
+    children = set()
+    while True:
+        for key, _ in selector.select():
+            if key.data == "wake":
+                try:
+                    os.read(wake_read, 4096)
+                except BlockingIOError:
+                    pass
+                continue
+            message, fds, _, _ = socket.recv_fds(channel, 256, 4)
+            if not message:
+                os._exit(0)  # the server is gone
+            _, seq, tmp_bytes = message.split()
+            try:
+                pid = clone_run()
+            except OSError as error:
+                for fd in fds:
+                    os.close(fd)
+                channel.send(b"failed " + seq + b" " + str(error).encode())
+                continue
+            if pid == 0:
+                try:
+                    signal.set_wakeup_fd(-1)
+                    standby(int(tmp_bytes), uid, gid, *fds)
+                except BaseException as error:
+                    try:  # fd 2 is the run's stderr once standby() has set up its descriptors
+                        os.write(2, f"runcell: sandbox setup failed: {error}\n".encode())
+                    finally:
+                        os._exit(125)
+            for fd in fds:
+                os.close(fd)
+            children.add(pid)
+            channel.send(b"pid " + seq + b" " + str(pid).encode())
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            children.discard(pid)
+            code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            channel.send(f"exit {pid} {code}".encode())
+
+
 class Server:
     def __init__(self):
         self.selector = selectors.DefaultSelector()
         self.runs = {}  # id -> {"pid", "request", "pending", "fds": {fd: stream}, "exit"}
         self.by_pid = {}
+        self.by_seq = {}  # clone requests awaiting the spawner's answer
+        self.seq = 0
         self.inbuf = b""
-        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select; reaped below
-        self.wake_read, self.wake_write = os.pipe()
-        os.set_blocking(self.wake_write, False)
-        signal.set_wakeup_fd(self.wake_write)
-        self.selector.register(self.wake_read, selectors.EVENT_READ, ("wake", None))
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            spawner(theirs)
+        theirs.close()
+        self.channel = ours
+        self.spawner_pid = pid
+        self.selector.register(self.channel, selectors.EVENT_READ, ("spawner", None))
         self.selector.register(0, selectors.EVENT_READ, ("stdin", None))
 
     def emit(self, event):
@@ -304,28 +376,19 @@ class Server:
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         status_read, status_write = os.pipe()
-        uid, gid = os.getuid(), os.getgid()
-        try:
-            pid = clone_run()
-        except OSError as error:
-            for fd in (request_read, request_write, out_read, out_write, err_read, err_write, status_read, status_write):
-                os.close(fd)
-            self.emit({"ev": "failed", "id": run_id, "message": str(error)})
-            return
-        if pid == 0:
-            try:
-                signal.set_wakeup_fd(-1)
-                standby(int(request["tmp_bytes"]), uid, gid, request_read, out_write, err_write, status_write)
-            except BaseException as error:
-                try:  # fd 2 is the run's stderr once standby() has set up its descriptors
-                    os.write(2, f"runcell: sandbox setup failed: {error}\n".encode())
-                finally:
-                    os._exit(125)
+        self.seq += 1
+        seq = str(self.seq)
+        socket.send_fds(
+            self.channel,
+            [f"clone {seq} {int(request['tmp_bytes'])}".encode()],
+            [request_read, out_write, err_write, status_write],
+        )
         for fd in (request_read, out_write, err_write, status_write):
             os.close(fd)
         os.set_blocking(request_write, False)
         run = {
-            "pid": pid,
+            "id": run_id,
+            "pid": None,
             "request": request_write,
             "pending": b"",
             "fds": {out_read: "stdout", err_read: "stderr"},
@@ -334,13 +397,39 @@ class Server:
             "exit": None,  # the exit status waitpid reported
         }
         self.runs[run_id] = run
-        self.by_pid[pid] = run_id
+        self.by_seq[seq] = run_id
         for fd in (out_read, err_read, status_read):
             os.set_blocking(fd, False)
         for fd in (out_read, err_read):
             self.selector.register(fd, selectors.EVENT_READ, ("out", run_id))
         self.selector.register(status_read, selectors.EVENT_READ, ("status", run_id))
-        self.emit({"ev": "forked", "id": run_id, "pid": pid})
+
+    def from_spawner(self):
+        message = self.channel.recv(4096)
+        if not message:
+            os._exit(1)  # the spawner died: so do its runs; runcell starts a new server
+        kind, first, rest = message.decode().split(" ", 2)
+        if kind == "pid":
+            run_id = self.by_seq.pop(first, None)
+            run = self.runs.get(run_id)
+            if run is None:
+                return
+            run["pid"] = int(rest)
+            self.by_pid[int(rest)] = run_id
+            self.emit({"ev": "forked", "id": run_id, "pid": int(rest)})
+        elif kind == "failed":
+            run_id = self.by_seq.pop(first, None)
+            run = self.runs.pop(run_id, None)
+            if run is None:
+                return
+            for fd in list(run["fds"]) + [run["status"]]:
+                if fd in self.selector.get_map():
+                    self.selector.unregister(fd)
+                os.close(fd)
+            os.close(run["request"])
+            self.emit({"ev": "failed", "id": run_id, "message": rest})
+        elif kind == "exit":
+            self.exited(int(first), int(rest))
 
     def assign(self, request):
         run = self.runs.get(request["id"])
@@ -405,23 +494,15 @@ class Server:
         if run is not None:
             run["status"] = None
 
-    def reap(self):
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            run_id = self.by_pid.pop(pid, None)
-            if run_id is None:
-                continue
-            code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            if run_id in self.runs:
-                self.runs[run_id]["exit"] = code
-                self.maybe_finish(run_id)
-            # Its process is gone: its cgroup may be reused.
-            self.emit({"ev": "reaped", "id": run_id})
+    def exited(self, pid, code):
+        run_id = self.by_pid.pop(pid, None)
+        if run_id is None:
+            return
+        if run_id in self.runs:
+            self.runs[run_id]["exit"] = code
+            self.maybe_finish(run_id)
+        # Its process is gone: its cgroup may be reused.
+        self.emit({"ev": "reaped", "id": run_id})
 
     def maybe_finish(self, run_id):
         run = self.runs[run_id]
@@ -470,19 +551,14 @@ class Server:
                         line, self.inbuf = self.inbuf.split(b"\n", 1)
                         if line.strip():
                             self.handle(line)
-                elif kind == "wake":
-                    try:
-                        os.read(self.wake_read, 4096)
-                    except BlockingIOError:
-                        pass
-                    self.reap()
+                elif kind == "spawner":
+                    self.from_spawner()
                 elif kind == "request":
                     self.flush_request(run_id)
                 elif kind == "status":
                     self.read_status(key.fd, run_id)
                 else:
                     self.read_output(key.fd, run_id)
-            self.reap()
 
 
 def main():
