@@ -4,7 +4,7 @@
  * limits that a fork might escape. Deterministic: every assertion is on the records and on
  * what the runs report about themselves; nothing depends on timing.
  */
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -268,6 +268,51 @@ describe.skipIf(false)("warm one-shot runs", () => {
     }
     expect(seen.length).toBe(1);
     await alive;
+  });
+
+  it("starts a new fork server when its spawner or the server itself is killed", async () => {
+    if (!usable) return;
+    const script = join(runtimeDir, "warm", "zygote.py");
+    const procs = () =>
+      readdirSync("/proc")
+        .filter((entry) => /^\d+$/.test(entry))
+        .map((pid) => {
+          try {
+            const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+            const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+            const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+            return { pid: Number(pid), ppid, cmdline };
+          } catch {
+            return null;
+          }
+        })
+        .filter(
+          (p): p is { pid: number; ppid: number; cmdline: string } => p?.cmdline.includes(script) ?? false,
+        );
+    const gone = async (pid: number) => {
+      for (let i = 0; i < 250; i++) {
+        if (!existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z "))
+          return true;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      return false;
+    };
+    for (const victim of ["spawner", "server"] as const) {
+      expect((await run("print('before')")).stdout).toBe("before\n");
+      const all = procs();
+      // The servers' parent is bubblewrap; a spawner's parent is a server; runs hang below it.
+      const servers = all.filter((p) => !all.some((q) => q.pid === p.ppid));
+      const spawners = all.filter((p) => servers.some((q) => q.pid === p.ppid));
+      expect(servers.length).toBeGreaterThan(0);
+      expect(spawners.length).toBe(servers.length);
+      const target = (victim === "server" ? servers : spawners)[0]!;
+      const server = victim === "server" ? target : servers.find((q) => q.pid === target.ppid)!;
+      process.kill(target.pid, "SIGKILL");
+      // Either way the server goes (a server without its spawner exits), and its runs with it.
+      expect(await gone(server.pid)).toBe(true);
+      const after = await run("print('after')");
+      expect(after.stdout, `${victim}: ${after.stderr}`).toBe("after\n");
+    }
   });
 
   it("removes every standby's and spare's cgroup on dispose", async () => {
