@@ -151,13 +151,7 @@ export class Runner {
     let lease: Awaited<ReturnType<SandboxFactory["lease"]>> | undefined;
     let madeRunDir = false;
     try {
-      let proc: SandboxProcess | undefined;
-      if (warmEligible) {
-        // A warm fork enforces memory and pids through its own cgroup; if the pool cannot serve
-        // (its server died, no cgroup could be made) the run takes the cold path below.
-        proc = await warm.spawn(profile, { code: options.code, env, limits }).catch(() => undefined);
-      }
-      if (!proc) {
+      const spawnCold = async (): Promise<SandboxProcess> => {
         madeRunDir = true;
         await mkdir(codeDir, { recursive: true, mode: 0o755 });
         await chmod(runDir, 0o755);
@@ -185,7 +179,7 @@ export class Runner {
         if (files.length > 0) await writeInputFiles(workspaceDir, files, lease.hostUid);
         const codeFile =
           lease.sandbox.kind === "host" ? join(codeDir, spec.fileName) : `${CODE_DIR}/${spec.fileName}`;
-        proc = await lease.sandbox.spawn({
+        return lease.sandbox.spawn({
           argv: spec.command(codeFile),
           env,
           output: "pipe",
@@ -195,17 +189,27 @@ export class Runner {
               ? (options.workspace?.hostPath ?? (files.length ? workspaceDir : runDir))
               : undefined,
         });
+      };
+      // A warm fork enforces memory and pids through its own cgroup; if the pool cannot serve
+      // (its server died, no cgroup could be made) the run takes the cold path.
+      const spawnWarm = () =>
+        warm!.spawn(profile, { code: options.code, env, limits }).catch(() => undefined);
+      let proc = (warmEligible ? await spawnWarm() : undefined) ?? (await spawnCold());
+      let outcome = await this.#supervise(proc, limits, options);
+      if (isLost(proc) && outcome.stdout.totalBytes === 0 && outcome.stderr.totalBytes === 0) {
+        // Its warm server died before the code could start (the pool had not noticed yet): run
+        // it again, once, on a new server or the cold path. Nothing of it had run or been shown.
+        this.#track(proc.dispose(0).catch(() => undefined));
+        proc = (await spawnWarm()) ?? (await spawnCold());
+        outcome = await this.#supervise(proc, limits, options);
       }
-      const outcome = await this.#supervise(proc, limits, options);
       const usage = await proc.usage();
       if (lease) {
         await proc.dispose(0);
       } else {
         // A warm run's processes died with its pid namespace; removing its cgroup can finish
         // after the record is returned. settle() awaits it.
-        const cleanup = proc.dispose(0).catch(() => undefined);
-        this.#cleanups.add(cleanup);
-        void cleanup.finally(() => this.#cleanups.delete(cleanup));
+        this.#track(proc.dispose(0).catch(() => undefined));
       }
       const exit = proc.exitStatus ?? { code: null, signal: null };
       record.stdout = outcome.stdout.toString();
@@ -249,6 +253,12 @@ export class Runner {
     record.finished_at = new Date().toISOString();
     record.duration_ms = Math.round((performance.now() - started) * 1000) / 1000;
     return record;
+  }
+
+  /** Keeps a finished run's cleanup for settle(). */
+  #track(cleanup: Promise<unknown>): void {
+    this.#cleanups.add(cleanup);
+    void cleanup.finally(() => this.#cleanups.delete(cleanup));
   }
 
   /** Resolves once every finished run's resources (cgroups) are released. */
@@ -303,6 +313,11 @@ export class Runner {
       return { stdout, stderr, limit, cancelled };
     });
   }
+}
+
+/** A warm run whose server died under it before it produced anything (see WarmPool). */
+function isLost(proc: SandboxProcess): boolean {
+  return (proc as { lost?: boolean }).lost === true;
 }
 
 interface Outcome {

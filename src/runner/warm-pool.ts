@@ -88,6 +88,8 @@ class WarmRun implements SandboxProcess {
   readonly exited: Promise<ProcessExit>;
   exitStatus: ProcessExit | undefined;
   pid = -1;
+  /** Its server died before the run ended: nothing it reports is the code's own doing. */
+  lost = false;
   #resolveExit!: (exit: ProcessExit) => void;
   /** Settles once the run's process is gone (it may report its exit a moment before). */
   readonly reaped: Promise<void>;
@@ -229,6 +231,7 @@ class Zygote {
       readyReject(error);
       for (const [, pending] of this.#runs) {
         pending.failed(error);
+        pending.run.lost = true;
         pending.run.finish(125);
         // Its runs died with it (parent-death signal).
         pending.run.markReaped();
@@ -343,6 +346,8 @@ export class WarmPool {
   readonly #zygotes = new Map<string, { starting: Promise<Zygote>; started?: Zygote }>();
   #script: Promise<string> | undefined;
   readonly #standbys = new Map<string, Standby[]>();
+  /** Releases of finished runs' cgroups under way. */
+  readonly #releasing = new Set<Promise<void>>();
   /** Emptied cgroups with the standby limits, ready for the next standbys. */
   readonly #spareCgroups: CgroupHandle[] = [];
   /** Standby preparations in flight per profile. */
@@ -417,14 +422,20 @@ export class WarmPool {
   }
 
   /** Keeps a finished run's cgroup for the next standby when it can be reused, else removes it. */
-  readonly #releaseCgroup = async (cgroup: CgroupHandle): Promise<void> => {
-    if (!this.#disposed && this.#spareCgroups.length < MAX_SPARE_CGROUPS && (await cgroup.recycle())) {
-      if (!this.#disposed) {
-        this.#spareCgroups.push(cgroup);
-        return;
+  readonly #releaseCgroup = (cgroup: CgroupHandle): Promise<void> => {
+    const releasing = (async () => {
+      if (!this.#disposed && this.#spareCgroups.length < MAX_SPARE_CGROUPS && (await cgroup.recycle())) {
+        if (!this.#disposed) {
+          this.#spareCgroups.push(cgroup);
+          return;
+        }
       }
-    }
-    await cgroup.dispose();
+      await cgroup.dispose();
+    })();
+    // dispose() waits for releases under way, so that no group outlives the pool.
+    this.#releasing.add(releasing);
+    void releasing.finally(() => this.#releasing.delete(releasing)).catch(() => undefined);
+    return releasing;
   };
 
   /**
@@ -529,6 +540,7 @@ export class WarmPool {
     this.#standbys.clear();
     for (const standby of standbys) standby.zygote.abort(standby);
     await Promise.all(standbys.map((standby) => standby.run.dispose()));
+    await Promise.allSettled([...this.#releasing]);
     const spares = this.#spareCgroups.splice(0);
     await Promise.all(spares.map((cgroup) => cgroup.dispose().catch(() => undefined)));
     const entries = [...this.#zygotes.values()];
