@@ -237,6 +237,8 @@ class Zygote {
         pending.run.markReaped();
       }
       this.#runs.clear();
+      // Its sandbox's own cgroup goes with it, whether it was stopped or died.
+      void proc.dispose(0).catch(() => undefined);
       this.#lease.release();
     });
     this.ready = raceSignal(ready, deadlineSignal(startTimeoutMs), "starting the warm interpreter");
