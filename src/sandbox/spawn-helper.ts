@@ -12,6 +12,7 @@ const HELPER_SOURCE = fileURLToPath(new URL("../../assets/spawn-helper.py", impo
 const PYTHON = "/usr/bin/python3";
 /** How long a child's streams may take to connect once the helper says it started it. */
 const CONNECT_DEADLINE_MS = 10_000;
+const STREAMS = ["stdin", "stdout", "stderr"] as const;
 /** Longest header line a stream connection may send before it is dropped. */
 const MAX_HEADER_BYTES = 256;
 
@@ -38,7 +39,6 @@ type HelperEvent =
   | { ev: "exit"; id: number; code: number | null; signal: number | null };
 
 interface Pending {
-  streams: Map<"stdin" | "stdout" | "stderr", PassThrough>;
   /** Resolves with the pid, or rejects when the helper could not start the child. */
   started: { resolve: (pid: number) => void; reject: (error: Error) => void };
   exit: (exit: { code: number | null; signal: NodeJS.Signals | null; error?: Error }) => void;
@@ -188,7 +188,6 @@ export class SpawnHelper {
     }
     for (const [name, stream] of streams) this.#routes.set(`${id} ${name}`, stream);
     this.#pending.set(id, {
-      streams,
       started: { resolve: resolveStarted, reject: rejectStarted },
       exit: resolveExit,
     });
@@ -214,9 +213,11 @@ export class SpawnHelper {
       this.#pending.delete(event.id);
       const error = Object.assign(new Error(event.message), { errno: event.errno });
       pending.started.reject(error);
-      for (const [name, stream] of pending.streams) {
-        this.#routes.delete(`${event.id} ${name}`);
-        stream.end();
+      // No connection will come for its streams: end them.
+      for (const name of STREAMS) {
+        const route = `${event.id} ${name}`;
+        this.#routes.get(route)?.end();
+        this.#routes.delete(route);
       }
       pending.exit({ code: 127, signal: null, error });
     } else {

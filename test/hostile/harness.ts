@@ -64,6 +64,12 @@ const FINAL_WAIT_MS = 10_000;
 /** fds the test worker itself may open or close between two samples (vitest's own IPC). */
 const FD_SLACK = 2;
 
+/** Appends one case's line to the JSON-lines report named by RUNCELL_HOSTILE_REPORT, if any. */
+export function appendReport(line: Record<string, unknown>): void {
+  const file = process.env.RUNCELL_HOSTILE_REPORT;
+  if (file) appendFileSync(file, `${JSON.stringify(line)}\n`);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Host capabilities
 
@@ -313,8 +319,6 @@ export async function createHarness(host: HostCaps): Promise<Harness> {
       }
     },
     report: (caseId, execution, extra = {}) => {
-      const file = process.env.RUNCELL_HOSTILE_REPORT;
-      if (!file) return;
       const e = execution;
       const line = {
         case: caseId,
@@ -335,7 +339,7 @@ export async function createHarness(host: HostCaps): Promise<Harness> {
         }),
         ...extra,
       };
-      appendFileSync(file, `${JSON.stringify(line)}\n`);
+      appendReport(line);
     },
     survivors: () => processesOwnedBy(inPool),
     dispose: async () => {

@@ -16,7 +16,7 @@
  * left, no cgroup directory left; it then removes the runtime dir and the cgroup parents.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { appendFileSync, chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { rmdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -34,7 +34,7 @@ import { SandboxFactory } from "../../../src/sandbox/sandbox-factory.js";
 import type { Sandbox, SandboxProcess, SpawnOptions } from "../../../src/sandbox/types.js";
 import { type OwnedProcess, pollUntil, processesOwnedBy } from "../../support/processes.js";
 import { TrackingCgroups } from "../../support/tracking-cgroups.js";
-import { awaitingInit, type HostCaps, needs, type Need } from "../harness.js";
+import { appendReport, awaitingInit, type HostCaps, needs, type Need } from "../harness.js";
 
 /** Where a confined kernel keeps its writable state, as `runcell run` sets it (src/cli/commands/run.ts). */
 export const SANDBOXED_KERNEL_ENV: Readonly<Record<string, string>> = Object.freeze({
@@ -268,8 +268,6 @@ export function useKernelHarness(host: HostCaps): KernelHarness {
     start,
     poolProcesses: () => processesOwnedBy(inRange),
     report: (caseId, execution, extra = {}) => {
-      const file = process.env.RUNCELL_HOSTILE_REPORT;
-      if (!file) return;
       const e = execution;
       const line = {
         case: caseId,
@@ -283,7 +281,7 @@ export function useKernelHarness(host: HostCaps): KernelHarness {
         }),
         ...extra,
       };
-      appendFileSync(file, `${JSON.stringify(line)}\n`);
+      appendReport(line);
     },
   };
 }

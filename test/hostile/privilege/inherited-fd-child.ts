@@ -8,6 +8,7 @@
 import { prepareRuntimeDir } from "../../../src/kernels/kernel-manager.js";
 import { Runner } from "../../../src/runner/runner.js";
 import { SandboxFactory } from "../../../src/sandbox/sandbox-factory.js";
+import { FD_PROBE } from "./fd-probe.js";
 
 const [runtimeDir, firstUid, poolSize] = process.argv.slice(2);
 await prepareRuntimeDir(runtimeDir!, { sandboxed: true });
@@ -23,16 +24,6 @@ const runner = new Runner({
 });
 const execution = await runner.runOnce({
   language: "python",
-  code: [
-    "import json, os",
-    "fds = []",
-    "for fd in range(1024):",
-    "    try:",
-    "        os.fstat(fd)",
-    "        fds.append(fd)",
-    "    except OSError:",
-    "        pass",
-    "print('FDS=' + json.dumps(fds))",
-  ].join("\n"),
+  code: ["import json, os", ...FD_PROBE].join("\n"),
 });
 process.stdout.write(JSON.stringify(execution));

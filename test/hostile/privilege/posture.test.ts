@@ -20,6 +20,7 @@
  */
 import { spawn } from "node:child_process";
 import { seccompSupported } from "../../../src/sandbox/seccomp.js";
+import { FD_PROBE } from "./fd-probe.js";
 import { readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -33,17 +34,6 @@ const c = needs(host, "bwrap");
 const outside = needs(host, "bwrap", "root", "pids");
 
 const NAMESPACES = ["user", "pid", "net", "ipc", "uts", "mnt", "cgroup"];
-
-const FD_PROBE = [
-  "fds = []",
-  "for fd in range(1024):",
-  "    try:",
-  "        os.fstat(fd)",
-  "        fds.append(fd)",
-  "    except OSError:",
-  "        pass",
-  "print('FDS=' + json.dumps(fds))",
-];
 
 function statusField(status: string, key: string): string {
   return new RegExp(`^${key}:\\s*(.*)$`, "m").exec(status)?.[1]?.trim() ?? "";
