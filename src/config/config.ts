@@ -5,6 +5,17 @@ import { jupyterDataPaths } from "../kernels/kernelspec.js";
 /** Host variables a kernel may see; everything else in runcell's environment stays out. */
 export const KERNEL_ENV_ALLOWLIST = ["PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ"] as const;
 
+/**
+ * Over a confined kernel's environment: its writable state lives in the sandbox's private /tmp,
+ * since its workspace may be read-only.
+ */
+export const SANDBOXED_KERNEL_ENV: Readonly<Record<string, string>> = Object.freeze({
+  PATH: "/usr/local/bin:/usr/bin:/bin",
+  HOME: "/tmp",
+  IPYTHONDIR: "/tmp/.ipython",
+  MPLCONFIGDIR: "/tmp/.matplotlib",
+});
+
 /** Reads a positive integer variable, or undefined when unset; throws naming the variable when invalid. */
 function positiveInt(
   env: Readonly<Record<string, string | undefined>>,

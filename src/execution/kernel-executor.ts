@@ -55,6 +55,8 @@ export interface ExecuteOptions {
   onError?: (error: ExecutionError) => void;
   /** Every event of this execution, with its sequence number. */
   onEvent?: (event: ExecutionEvent) => void;
+  /** Run before everything already queued (e.g. a session's startup code after a restart). */
+  first?: boolean;
 }
 
 export interface KernelExecutorOptions {
@@ -138,6 +140,9 @@ export class KernelExecutor {
   #current: Job | undefined;
   #disposed = false;
   readonly #unsubscribe: Array<() => void> = [];
+  /** The kernel went through a restart (or death) and has not been idle since. */
+  #replaced = false;
+  readonly #restartListeners = new Set<() => void>();
 
   constructor(kernel: Kernel, options: KernelExecutorOptions = {}) {
     this.kernel = kernel;
@@ -155,6 +160,15 @@ export class KernelExecutor {
     );
   }
 
+  /**
+   * Called when the kernel is back after a restart or a death, before anything queued runs:
+   * code submitted from the listener with `first: true` runs ahead of the queue.
+   */
+  onRestarted(listener: () => void): () => void {
+    this.#restartListeners.add(listener);
+    return () => this.#restartListeners.delete(listener);
+  }
+
   /** Executions waiting behind the running one. */
   get queueDepth(): number {
     return this.#queue.length;
@@ -167,6 +181,14 @@ export class KernelExecutor {
 
   /** Queues `code` and resolves with its finished Execution record. */
   execute(code: string, options: ExecuteOptions = {}): Promise<Execution> {
+    return this.submit(code, options).done;
+  }
+
+  /**
+   * Queues `code` and returns its live record at once (it changes as the execution runs; its
+   * `id` is final) with the promise of the finished one.
+   */
+  submit(code: string, options: ExecuteOptions = {}): { execution: Execution; done: Promise<Execution> } {
     const record = newExecution({
       language: this.#options.language,
       code,
@@ -193,7 +215,7 @@ export class KernelExecutor {
         value: "the executor was disposed",
         category: "cancelled",
       });
-      return job.done;
+      return { execution: record, done: job.done };
     }
     if (this.kernel.status === "dead") {
       this.#finish(
@@ -201,7 +223,7 @@ export class KernelExecutor {
         "failed",
         this.#deathError(this.kernel.death, "the kernel is dead; restart it first"),
       );
-      return job.done;
+      return { execution: record, done: job.done };
     }
     if (this.#queue.length >= this.#options.maxQueued) {
       this.#finish(job, "failed", {
@@ -209,7 +231,7 @@ export class KernelExecutor {
         value: `${this.#queue.length} executions are already waiting on this kernel; retry later`,
         category: "environment",
       });
-      return job.done;
+      return { execution: record, done: job.done };
     }
     if (options.signal) {
       const signal = options.signal;
@@ -220,14 +242,15 @@ export class KernelExecutor {
           value: "cancelled before it started",
           category: "cancelled",
         });
-        return job.done;
+        return { execution: record, done: job.done };
       }
       signal.addEventListener("abort", onAbort, { once: true });
       job.detachSignal = () => signal.removeEventListener("abort", onAbort);
     }
-    this.#queue.push(job);
+    if (options.first) this.#queue.unshift(job);
+    else this.#queue.push(job);
     this.#pump();
-    return job.done;
+    return { execution: record, done: job.done };
   }
 
   /** Cancels everything queued and running (running ones are interrupted) and detaches from the kernel. */
@@ -513,6 +536,7 @@ export class KernelExecutor {
 
   #onKernelStatus(status: KernelStatus, death: KernelDeath | undefined): void {
     const job = this.#current;
+    if (status === "restarting" || status === "dead") this.#replaced = true;
     if (status === "restarting" && job) {
       // The running execution's kernel is being replaced: its reply and idle will never come.
       if (job.stopReason === "timeout") this.#finish(job, "timed_out", this.#timeoutError(job, true), "time");
@@ -536,6 +560,10 @@ export class KernelExecutor {
         this.#finish(queued, "failed", this.#deathError(death, "it died before this execution could run"));
       }
     } else if (status === "idle" || status === "busy") {
+      if (this.#replaced) {
+        this.#replaced = false;
+        for (const listener of this.#restartListeners) callSafely(listener, undefined);
+      }
       this.#pump();
     }
   }

@@ -1,5 +1,6 @@
 import { readFile, rename, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
+import { SANDBOXED_KERNEL_ENV } from "../../config/config.js";
 import type { Execution } from "../../execution/types.js";
 import type { Kernel } from "../../kernels/kernel.js";
 import { resolveLimits } from "../../sandbox/limits.js";
@@ -27,14 +28,6 @@ Options:
 Exit status: 0 when every cell succeeded (or --allow-errors), 1 when a cell failed,
 2 for a usage error (missing file, invalid notebook, unknown kernel), 125 if the kernel
 could not be started.`;
-
-/** Where a confined kernel keeps its writable state: the workspace is read-only. */
-const SANDBOXED_KERNEL_ENV: Record<string, string> = {
-  PATH: "/usr/local/bin:/usr/bin:/bin",
-  HOME: "/tmp",
-  IPYTHONDIR: "/tmp/.ipython",
-  MPLCONFIGDIR: "/tmp/.matplotlib",
-};
 
 export interface RunArgs {
   notebook: string;
