@@ -11,6 +11,8 @@ const HELP = `runcell: run code in real Jupyter kernels.
 Usage:
   runcell exec [-l python|bash|node] [-t SECONDS] [-m MB] [--network] [--workspace DIR] [--json] (-e CODE | FILE | -)
   runcell run NOTEBOOK.ipynb [-o OUT.ipynb] [--kernel NAME] [--timeout SECONDS] [--allow-errors]
+  runcell serve [--host ADDR] [--port N] [--data-dir DIR] [--sandbox bwrap|none] [--config FILE]
+  runcell token create --user NAME [--data-dir DIR]
   runcell kernels [--json]
   runcell doctor [--json]
   runcell --version
@@ -93,6 +95,62 @@ async function dispatch(argv: string[], ctx: ReturnType<typeof createContext>): 
           readOnly: Boolean(values["read-only"]),
           json: Boolean(values.json),
           sandbox,
+        },
+        ctx,
+      );
+    }
+    case "serve": {
+      const { serveCommand, serveHelp } = await import("./commands/serve.js");
+      const { values, positionals } = parse(
+        rest,
+        {
+          ...HELP_OPTION,
+          host: { type: "string" },
+          port: { type: "string", short: "p" },
+          "data-dir": { type: "string" },
+          sandbox: { type: "string" },
+          "pool-size": { type: "string" },
+          "log-level": { type: "string" },
+          config: { type: "string" },
+        },
+        "run `runcell serve --help` for the options",
+      );
+      if (values.help) return printHelp(ctx, serveHelp());
+      if (positionals.length > 0) throw new UsageError(`serve takes no arguments\n\n${serveHelp()}`);
+      return serveCommand(
+        {
+          host: values.host,
+          port: values.port,
+          dataDir: values["data-dir"],
+          sandbox: values.sandbox,
+          poolSize: values["pool-size"],
+          logLevel: values["log-level"],
+          config: values.config,
+        },
+        ctx,
+        VERSION,
+      );
+    }
+    case "token": {
+      const { TOKEN_HELP, tokenCommand } = await import("./commands/token.js");
+      const { values, positionals } = parse(
+        rest,
+        {
+          ...HELP_OPTION,
+          user: { type: "string", short: "u" },
+          admin: { type: "boolean" },
+          "data-dir": { type: "string" },
+        },
+        TOKEN_HELP,
+      );
+      if (values.help) return printHelp(ctx, TOKEN_HELP);
+      return tokenCommand(
+        {
+          action: positionals[0],
+          tokenId: positionals[1],
+          user: values.user,
+          admin: Boolean(values.admin),
+          dataDir: values["data-dir"],
         },
         ctx,
       );
