@@ -23,7 +23,8 @@ format: setup
 typecheck: setup
 	npx tsc -p tsconfig.json --noEmit
 
-bench: setup
+bench:
+	@bash scripts/setup.sh --bench
 	npx tsx bench/run.ts $(ARGS)
 
 clean:

@@ -8,6 +8,10 @@ DEBIAN_PACKAGES=(
   python3-ipykernel python3-jupyter-client python3-numpy python3-pandas python3-matplotlib
   python3-nbformat jupyter-nbconvert bubblewrap
 )
+# `--bench`: also the reference tools the benchmarks compare against (Jupyter Server).
+if [[ "${1:-}" == "--bench" ]]; then
+  DEBIAN_PACKAGES+=(python3-jupyter-server)
+fi
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
