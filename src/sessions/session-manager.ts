@@ -55,6 +55,11 @@ export class SessionManager {
     this.#options = options;
   }
 
+  /** Looks a kernelspec up by name; NotFoundError naming the installed ones. */
+  kernelspec(name: string): ReturnType<KernelManager["getKernelspec"]> {
+    return this.#options.kernels.getKernelspec(name);
+  }
+
   /** Live sessions. */
   get size(): number {
     return this.#sessions.size;

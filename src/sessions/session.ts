@@ -131,7 +131,7 @@ export class Session {
    */
   submit(
     code: string,
-    options: { timeoutMs?: number; stdin?: StdinSource; signal?: AbortSignal } = {},
+    options: { timeoutMs?: number; stdin?: StdinSource; signal?: AbortSignal; blockId?: string } = {},
   ): { execution: Execution; done: Promise<Execution> } {
     if (this.#endedAt) throw new SessionEndedError(this.id, this.#endReason);
     const executor = this.#launched.executor;
@@ -154,6 +154,7 @@ export class Session {
       signal?: AbortSignal;
       first?: boolean;
       storeHistory?: boolean;
+      blockId?: string;
     },
   ): { execution: Execution; done: Promise<Execution> } {
     const recording = this.#options.log.open(this.userId);

@@ -45,4 +45,39 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX executions_block ON executions(block_id, created_at);
   CREATE INDEX executions_unfinished ON executions(status) WHERE status IN ('queued', 'running');
   `,
+  // 2: notebook projects and blocks.
+  `
+  CREATE TABLE projects (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    kernel TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+  );
+  CREATE INDEX projects_user ON projects(user_id, created_at);
+  CREATE TABLE blocks (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    cell_type TEXT NOT NULL,
+    language TEXT NOT NULL,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    defines TEXT NOT NULL DEFAULT '[]',
+    uses TEXT NOT NULL DEFAULT '[]',
+    analysis_error TEXT,
+    last_execution_id TEXT,
+    last_run_source TEXT,
+    execution_count INTEGER,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    attachments TEXT,
+    imported_outputs TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+  );
+  CREATE INDEX blocks_project ON blocks(project_id, position);
+  `,
 ];

@@ -3,10 +3,15 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import type { Execution, ExecutionEvent } from "../execution/types.js";
+import { ArtifactFiles } from "./artifacts.js";
 import { StoreError } from "./errors.js";
 import { MIGRATIONS } from "./migrations.js";
 import type {
+  BlockRecord,
+  BlockRepository,
   ExecutionRepository,
+  ProjectInfo,
+  ProjectRepository,
   SessionEndReason,
   SessionRepository,
   Store,
@@ -100,6 +105,8 @@ class SqliteStore implements Store {
   readonly tokens: TokenRepository;
   readonly sessions: SessionRepository;
   readonly executions: ExecutionRepository;
+  readonly projects: ProjectRepository;
+  readonly blocks: BlockRepository;
   readonly dataDir: string;
   readonly #db: Database.Database;
 
@@ -109,7 +116,9 @@ class SqliteStore implements Store {
     this.users = new SqliteUsers(db);
     this.tokens = new SqliteTokens(db, this.users);
     this.sessions = new SqliteSessions(db);
-    this.executions = new SqliteExecutions(db);
+    this.executions = new SqliteExecutions(db, new ArtifactFiles(dataDir));
+    this.projects = new SqliteProjects(db);
+    this.blocks = new SqliteBlocks(db);
   }
 
   close(): void {
@@ -284,10 +293,16 @@ class SqliteExecutions implements ExecutionRepository {
   readonly #get: Database.Statement;
   readonly #bySession: Database.Statement;
   readonly #unfinished: Database.Statement;
+  readonly #byBlock: Database.Statement;
   readonly #db: Database.Database;
+  readonly #artifacts: ArtifactFiles;
 
-  constructor(db: Database.Database) {
+  constructor(db: Database.Database, artifacts: ArtifactFiles) {
     this.#db = db;
+    this.#artifacts = artifacts;
+    this.#byBlock = db.prepare(
+      "SELECT record FROM executions WHERE block_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+    );
     this.#save = db.prepare(
       "INSERT INTO executions (id, user_id, session_id, block_id, status, created_at, record, events) " +
         "VALUES (@id, @user_id, @session_id, @block_id, @status, @created_at, @record, @events) " +
@@ -309,8 +324,8 @@ class SqliteExecutions implements ExecutionRepository {
       block_id: execution.block_id,
       status: execution.status,
       created_at: execution.created_at,
-      record: JSON.stringify(execution),
-      events: events ? JSON.stringify(events) : null,
+      record: JSON.stringify(this.#artifacts.externalizeExecution(execution)),
+      events: events ? JSON.stringify(this.#artifacts.externalizeEvents(events)) : null,
     });
   }
 
@@ -319,14 +334,22 @@ class SqliteExecutions implements ExecutionRepository {
     if (!row) return undefined;
     return {
       user_id: row.user_id,
-      execution: JSON.parse(row.record) as Execution,
-      events: row.events === null ? null : (JSON.parse(row.events) as ExecutionEvent[]),
+      execution: this.#artifacts.internalizeExecution(JSON.parse(row.record) as Execution),
+      events:
+        row.events === null
+          ? null
+          : this.#artifacts.internalizeEvents(JSON.parse(row.events) as ExecutionEvent[]),
     };
   }
 
   listBySession(sessionId: string, options: { limit?: number } = {}): Execution[] {
     const rows = this.#bySession.all(sessionId, options.limit ?? 1000) as Array<{ record: string }>;
-    return rows.map((row) => JSON.parse(row.record) as Execution);
+    return rows.map((row) => this.#artifacts.internalizeExecution(JSON.parse(row.record) as Execution));
+  }
+
+  listByBlock(blockId: string, options: { limit?: number } = {}): Execution[] {
+    const rows = this.#byBlock.all(blockId, options.limit ?? 100) as Array<{ record: string }>;
+    return rows.map((row) => this.#artifacts.internalizeExecution(JSON.parse(row.record) as Execution));
   }
 
   failUnfinished(reason: string, at: string): number {
@@ -343,5 +366,168 @@ class SqliteExecutions implements ExecutionRepository {
       }
     })();
     return rows.length;
+  }
+}
+
+function toProject(row: Row): ProjectInfo {
+  return {
+    ...(row as unknown as ProjectInfo),
+    metadata: JSON.parse(row.metadata as string) as Record<string, unknown>,
+  };
+}
+
+class SqliteProjects implements ProjectRepository {
+  readonly #db: Database.Database;
+  readonly #get: Database.Statement;
+  readonly #list: Database.Statement;
+
+  constructor(db: Database.Database) {
+    this.#db = db;
+    this.#get = db.prepare("SELECT * FROM projects WHERE id = ?");
+    this.#list = db.prepare("SELECT * FROM projects WHERE user_id = ? ORDER BY created_at, rowid");
+  }
+
+  insert(project: ProjectInfo): void {
+    this.#db
+      .prepare(
+        "INSERT INTO projects (id, user_id, name, kernel, metadata, created_at, updated_at) " +
+          "VALUES (@id, @user_id, @name, @kernel, @metadata, @created_at, @updated_at)",
+      )
+      .run({ ...project, metadata: JSON.stringify(project.metadata) });
+  }
+
+  update(id: string, fields: Partial<Pick<ProjectInfo, "name" | "kernel" | "metadata">>): void {
+    const values: Record<string, unknown> = { id, updated_at: new Date().toISOString() };
+    const sets = ["updated_at = @updated_at"];
+    for (const key of ["name", "kernel", "metadata"] as const) {
+      if (fields[key] === undefined) continue;
+      sets.push(`${key} = @${key}`);
+      values[key] = key === "metadata" ? JSON.stringify(fields[key]) : fields[key];
+    }
+    this.#db.prepare(`UPDATE projects SET ${sets.join(", ")} WHERE id = @id`).run(values);
+  }
+
+  get(id: string): ProjectInfo | undefined {
+    const row = this.#get.get(id) as Row | undefined;
+    return row ? toProject(row) : undefined;
+  }
+
+  list(userId: string): ProjectInfo[] {
+    return (this.#list.all(userId) as Row[]).map(toProject);
+  }
+
+  delete(id: string): void {
+    this.#db.prepare("DELETE FROM projects WHERE id = ?").run(id);
+  }
+}
+
+const BLOCK_JSON_FIELDS = ["defines", "uses", "metadata", "attachments", "imported_outputs"] as const;
+
+function toBlock(row: Row): BlockRecord {
+  const block = { ...row } as Record<string, unknown>;
+  for (const key of BLOCK_JSON_FIELDS) {
+    const raw = row[key];
+    block[key] = raw === null || raw === undefined ? null : JSON.parse(raw as string);
+  }
+  return block as unknown as BlockRecord;
+}
+
+class SqliteBlocks implements BlockRepository {
+  readonly #db: Database.Database;
+  readonly #get: Database.Statement;
+  readonly #list: Database.Statement;
+  readonly #count: Database.Statement;
+
+  constructor(db: Database.Database) {
+    this.#db = db;
+    this.#get = db.prepare("SELECT * FROM blocks WHERE id = ?");
+    this.#list = db.prepare("SELECT * FROM blocks WHERE project_id = ? ORDER BY position");
+    this.#count = db.prepare("SELECT count(*) AS n FROM blocks WHERE project_id = ?");
+  }
+
+  insert(block: BlockRecord): BlockRecord {
+    return this.#db
+      .transaction(() => {
+        const count = (this.#count.get(block.project_id) as { n: number }).n;
+        const position = Math.max(0, Math.min(block.position, count));
+        this.#db
+          .prepare("UPDATE blocks SET position = position + 1 WHERE project_id = ? AND position >= ?")
+          .run(block.project_id, position);
+        const row: Record<string, unknown> = { ...block, position };
+        for (const key of BLOCK_JSON_FIELDS)
+          row[key] = block[key] === null ? null : JSON.stringify(block[key]);
+        this.#db
+          .prepare(
+            `INSERT INTO blocks (${Object.keys(row).join(", ")}) VALUES (${Object.keys(row)
+              .map((k) => `@${k}`)
+              .join(", ")})`,
+          )
+          .run(row);
+        return { ...block, position };
+      })
+      .immediate();
+  }
+
+  update(
+    id: string,
+    fields: Partial<Omit<BlockRecord, "id" | "project_id" | "position" | "created_at">>,
+  ): void {
+    const values: Record<string, unknown> = { id, updated_at: fields.updated_at ?? new Date().toISOString() };
+    const sets = ["updated_at = @updated_at"];
+    for (const [key, value] of Object.entries(fields)) {
+      if (value === undefined || key === "updated_at") continue;
+      if (!/^[a-z_]+$/.test(key)) throw new Error(`not a block field: ${key}`);
+      sets.push(`${key} = @${key}`);
+      values[key] =
+        (BLOCK_JSON_FIELDS as readonly string[]).includes(key) && value !== null
+          ? JSON.stringify(value)
+          : value;
+    }
+    this.#db.prepare(`UPDATE blocks SET ${sets.join(", ")} WHERE id = @id`).run(values);
+  }
+
+  move(id: string, position: number): void {
+    this.#db
+      .transaction(() => {
+        const block = this.get(id);
+        if (!block) return;
+        const ids = this.list(block.project_id)
+          .map((b) => b.id)
+          .filter((other) => other !== id);
+        ids.splice(Math.max(0, Math.min(position, ids.length)), 0, id);
+        const set = this.#db.prepare("UPDATE blocks SET position = ? WHERE id = ?");
+        ids.forEach((blockId, index) => set.run(index, blockId));
+      })
+      .immediate();
+  }
+
+  get(id: string): BlockRecord | undefined {
+    const row = this.#get.get(id) as Row | undefined;
+    return row ? toBlock(row) : undefined;
+  }
+
+  list(projectId: string): BlockRecord[] {
+    return (this.#list.all(projectId) as Row[]).map(toBlock);
+  }
+
+  delete(id: string): void {
+    this.#db
+      .transaction(() => {
+        const block = this.get(id);
+        if (!block) return;
+        this.#db.prepare("DELETE FROM blocks WHERE id = ?").run(id);
+        this.#db
+          .prepare("UPDATE blocks SET position = position - 1 WHERE project_id = ? AND position > ?")
+          .run(block.project_id, block.position);
+      })
+      .immediate();
+  }
+
+  failRunning(reason: string): number {
+    return this.#db
+      .prepare(
+        "UPDATE blocks SET status = 'FAILED', status_reason = ?, updated_at = ? WHERE status = 'RUNNING'",
+      )
+      .run(reason, new Date().toISOString()).changes;
   }
 }
