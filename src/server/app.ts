@@ -7,8 +7,10 @@ import { HttpError, toHttpError } from "./errors.js";
 import { buildOpenApi } from "./openapi.js";
 import { presentedToken, registerRoutes, type RouteSpec } from "./route.js";
 import { executionRoutes } from "./routes/executions.js";
+import { blockRoutes } from "./routes/blocks.js";
 import { kernelRoutes } from "./routes/kernels.js";
 import { oneshotRoutes } from "./routes/oneshot.js";
+import { projectRoutes } from "./routes/projects.js";
 import { sessionRoutes } from "./routes/sessions.js";
 import { registerSessionSocket } from "./session-ws.js";
 
@@ -16,7 +18,14 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Every API route, in the order the reference lists them. */
 export function apiRoutes(deps: ServerDeps): RouteSpec[] {
-  return [...oneshotRoutes(deps), ...sessionRoutes(deps), ...executionRoutes(deps), ...kernelRoutes(deps)];
+  return [
+    ...oneshotRoutes(deps),
+    ...sessionRoutes(deps),
+    ...executionRoutes(deps),
+    ...kernelRoutes(deps),
+    ...projectRoutes(deps),
+    ...blockRoutes(deps),
+  ];
 }
 
 /** Hides tokens passed as `?token=` from logs. */
@@ -47,6 +56,16 @@ export async function buildApp(deps: ServerDeps, logger: object | boolean): Prom
   app.server.on("connection", (socket) => socket.setNoDelay(true));
   // JSON only: a text body is refused with 415 rather than handed to the routes as a string.
   app.removeContentTypeParser("text/plain");
+  // An empty JSON body reads as no body, so POSTs without one (interrupt, run-stale) work from any client.
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, text, done) => {
+    if (text === "" || (typeof text === "string" && text.trim() === "")) return done(null, undefined);
+    try {
+      done(null, JSON.parse(text as string));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
+  });
   await app.register(websocket, { options: { maxPayload: deps.config.body_limit_bytes } });
 
   const authenticate = (request: FastifyRequest): UserInfo => {

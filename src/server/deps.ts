@@ -1,6 +1,7 @@
 import type { ServerConfig } from "../config/server-config.js";
 import type { ExecutionLog } from "../execution/execution-log.js";
 import type { KernelManager } from "../kernels/kernel-manager.js";
+import type { NotebookService } from "../notebook/project-service.js";
 import type { Runner } from "../runner/runner.js";
 import type { KernelPool } from "../sessions/kernel-pool.js";
 import type { SessionManager } from "../sessions/session-manager.js";
@@ -13,6 +14,7 @@ export interface ServerDeps {
   config: ServerConfig;
   store: Store;
   sessions: SessionManager;
+  notebooks: NotebookService;
   log: ExecutionLog;
   kernels: KernelManager;
   runner: Runner;

@@ -22,6 +22,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   SHUTTING_DOWN: 503,
   STARTUP_CODE_FAILED: 400,
   KERNEL_START_FAILED: 503,
+  BLOCK_NOT_CODE: 409,
 };
 
 /** The body of every error response. */

@@ -87,7 +87,7 @@ export function buildOpenApi(routes: RouteSpec[], info: { version: string }): Re
     };
     if (route.body) {
       operation.requestBody = {
-        required: true,
+        required: !route.bodyOptional,
         content: { "application/json": { schema: jsonSchema(route.body, "input") } },
       };
     }

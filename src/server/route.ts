@@ -25,6 +25,8 @@ export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
   params?: z.ZodType<P>;
   query?: z.ZodType<Q>;
   body?: z.ZodType<B>;
+  /** The body may be left out (it then reads as `{}`). */
+  bodyOptional?: boolean;
   /** Documented responses: status → schema (null: no body), or a media type and a description. */
   responses: Record<number, z.ZodType | null | { mediaType: string; description: string }>;
   /** Also answers `Accept: text/event-stream` with a stream (documented). */
@@ -60,10 +62,10 @@ export function registerRoutes(app: FastifyInstance, routes: RouteSpec[], authen
         const query = parse(route.query, request.query, "query");
         let body: unknown = undefined;
         if (route.body) {
-          if (request.body === undefined || request.body === null) {
+          if ((request.body === undefined || request.body === null) && !route.bodyOptional) {
             throw new HttpError(400, "INVALID_REQUEST", "the body is missing: send a JSON object");
           }
-          body = parse(route.body, request.body, "body");
+          body = parse(route.body, request.body ?? {}, "body");
         }
         return route.handler({ request, reply, user, params, query, body });
       },

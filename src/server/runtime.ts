@@ -18,6 +18,8 @@ import { KernelLauncher, type KernelProfile } from "../sessions/kernel-launcher.
 import { KernelPool } from "../sessions/kernel-pool.js";
 import { SessionManager } from "../sessions/session-manager.js";
 import { openSqliteStore } from "../store/sqlite-store.js";
+import { PythonAnalyzer } from "../notebook/def-use.js";
+import { NotebookService } from "../notebook/project-service.js";
 import { InvalidArgumentError } from "../errors.js";
 import { buildApp } from "./app.js";
 import type { ServerDeps } from "./deps.js";
@@ -71,8 +73,13 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     `the server stopped while this execution ran (restarted at ${now}); its kernel and state are gone`,
     now,
   );
-  if (closedSessions || failed)
-    notice(`closed ${closedSessions} sessions and ${failed} executions left by the previous run`);
+  const blocksFailed = store.blocks.failRunning(
+    `the server stopped while this block ran (restarted at ${now}); run it again`,
+  );
+  if (closedSessions || failed || blocksFailed)
+    notice(
+      `closed ${closedSessions} sessions, ${failed} executions and ${blocksFailed} running blocks left by the previous run`,
+    );
   let adminToken: string | undefined;
   if (store.users.count() === 0) {
     const admin = store.users.ensure("admin", { admin: true });
@@ -182,6 +189,9 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     onEnded: (info) => late.log?.info({ session: info.id, reason: info.end_reason }, "session ended"),
   });
 
+  const analyzer = new PythonAnalyzer({ python: defaultInterpreters().python });
+  const notebooks = new NotebookService({ store, sessions, analyzer });
+
   const runnerDefaults: ResourceLimits = {
     ...DEFAULT_LIMITS,
     timeMs: defaults.timeMs,
@@ -220,6 +230,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     config,
     store,
     sessions,
+    notebooks,
     log,
     kernels,
     runner,
@@ -243,7 +254,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
   try {
     address = await app.listen({ host: config.host, port: config.port });
   } catch (error) {
-    await Promise.all([pool?.dispose(), warm?.dispose()]);
+    await Promise.all([pool?.dispose(), warm?.dispose(), analyzer.dispose()]);
     store.close();
     const code = (error as NodeJS.ErrnoException).code;
     throw new InvalidArgumentError(
@@ -267,7 +278,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       (closed ??= (async () => {
         closing = true;
         await sessions.shutdown(config.shutdown_grace_ms);
-        await Promise.all([pool?.dispose(), warm?.dispose(), runner.settle()]);
+        await Promise.all([pool?.dispose(), warm?.dispose(), runner.settle(), analyzer.dispose()]);
         await app.close();
         await kernels.disposeAll();
         store.close();

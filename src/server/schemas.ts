@@ -236,3 +236,95 @@ export const WsQuery = z.object({
     .describe("replay session events with seq greater than this"),
   token: z.string().optional(),
 });
+
+export const ProjectSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    kernel: z.string(),
+    metadata: z.record(z.string(), z.unknown()),
+    session_id: z.string().nullable().describe("the session running the project's kernel, when one runs"),
+    block_count: z.number().int(),
+    created_at: z.string(),
+    updated_at: z.string(),
+  })
+  .meta({ id: "Project" });
+
+export const BlockSchema = z
+  .object({
+    id: z.string(),
+    project_id: z.string(),
+    position: z.number().int().describe("0-based index in the project"),
+    cell_type: z.enum(["code", "markdown", "raw"]),
+    language: z.string(),
+    source: z.string(),
+    status: z.enum(["IDLE", "RUNNING", "COMPLETED", "FAILED", "STALE"]),
+    status_reason: z.string().nullable(),
+    defines: z.array(z.string()).describe("names the block binds at module level"),
+    uses: z.array(z.string()).describe("names the block reads that come from other blocks"),
+    analysis_error: z.string().nullable(),
+    last_execution_id: z.string().nullable(),
+    execution_count: z.number().int().nullable(),
+    metadata: z.record(z.string(), z.unknown()),
+    created_at: z.string(),
+    updated_at: z.string(),
+  })
+  .meta({ id: "Block" });
+
+export const BlockRunResultSchema = z
+  .object({
+    block_id: z.string(),
+    status: z.enum(["completed", "failed", "not_run"]),
+    execution: ExecutionSchema.nullable(),
+    rebuilt: z
+      .array(z.object({ block_id: z.string(), execution_id: z.string(), status: z.string() }))
+      .describe("upstream blocks re-run first because the project's kernel was new or had lost its state"),
+    reason: z.string().optional(),
+  })
+  .meta({ id: "BlockRunResult" });
+
+const projectName = z.string().min(1).max(256);
+const cellType = z.enum(["code", "markdown", "raw"]);
+const position = z.number().int().min(0).max(1_000_000);
+const timeout = z.number().int().positive().optional().describe("time limit per block");
+
+export const CreateProjectBody = z
+  .strictObject({ name: projectName, kernel: z.string().min(1).max(256).optional() })
+  .meta({ id: "CreateProject" });
+export const UpdateProjectBody = z.strictObject({
+  name: projectName.optional(),
+  kernel: z.string().min(1).max(256).optional(),
+});
+export const CreateBlockBody = z
+  .strictObject({
+    source: z.string().optional(),
+    language: z.string().optional().describe("python (the project's kernel)"),
+    cell_type: cellType.optional(),
+    position: position.optional().describe("insert here (0 = first); default: at the end"),
+    metadata: z.record(z.string(), z.unknown()).optional(),
+  })
+  .meta({ id: "CreateBlock" });
+export const UpdateBlockBody = z.strictObject({
+  source: z.string().optional(),
+  position: position.optional().describe("move the block here"),
+  cell_type: cellType.optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+});
+export const ExecuteBlockBody = z.strictObject({ timeout_ms: timeout });
+export const ExecuteMultipleBody = z
+  .strictObject({
+    block_ids: z.array(z.string().min(1).max(128)).min(1).max(1000),
+    continue_on_error: z.boolean().optional().describe("run the rest after a failure; default false"),
+    timeout_ms: timeout,
+  })
+  .meta({ id: "ExecuteMultiple" });
+export const RunStaleBody = z.strictObject({
+  continue_on_error: z.boolean().optional(),
+  timeout_ms: timeout,
+});
+export const ContextQuery = z.object({
+  format: z.enum(["markdown", "json"]).optional(),
+  max_chars: z.coerce.number().int().min(200).max(2_000_000).optional(),
+});
+export const ImportQuery = z.object({ name: projectName.optional() });
+export const HistoryQuery = z.object({ limit: z.coerce.number().int().min(1).max(1000).optional() });

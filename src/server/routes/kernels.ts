@@ -6,6 +6,7 @@ import { KernelIdParams } from "../schemas.js";
 const KernelSchema = z.object({
   kernel_id: z.string(),
   session_id: z.string(),
+  project_id: z.string().nullable().describe("the notebook project the kernel runs, if any"),
   name: z.string(),
   status: z.string(),
   started_at: z.string(),
@@ -50,7 +51,11 @@ export function kernelRoutes(deps: ServerDeps): RouteSpec[] {
       summary: "Your running kernels (one per live session)",
       responses: { 200: z.object({ kernels: z.array(KernelSchema) }) },
       example: `curl ${auth} http://127.0.0.1:8000/api/v1/blocks/kernels`,
-      handler: ({ user }) => ({ kernels: deps.sessions.kernels(user.id) }),
+      handler: ({ user }) => ({
+        kernels: deps.sessions
+          .kernels(user.id)
+          .map((k) => ({ ...k, project_id: deps.notebooks.projectForSession(k.session_id) })),
+      }),
     },
     {
       method: "POST",
