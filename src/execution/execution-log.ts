@@ -1,4 +1,4 @@
-import type { Execution, ExecutionEvent } from "./types.js";
+import type { Execution, ExecutionEvent, Output, StreamOutput } from "./types.js";
 
 /** Where finished executions go: the store, in the server. */
 export interface ExecutionSink {
@@ -108,6 +108,31 @@ export class ExecutionLog {
   /** The live execution `id`, if it has not finished. */
   get(id: string): LiveExecution | undefined {
     return this.#live.get(id);
+  }
+
+  /**
+   * The record of a live execution as it stands, with the outputs received so far (the
+   * executor fills them into its record only when the execution finishes).
+   */
+  view(id: string): Execution | undefined {
+    const entry = this.#live.get(id);
+    if (!entry) return undefined;
+    let outputs: Output[] = [];
+    for (const event of entry.events) {
+      if (event.type === "output") outputs.push(event.output);
+      else if (event.type === "clear_output") outputs = [];
+      else if (event.type === "update_display") {
+        outputs = outputs.map((o) =>
+          o.type === "display" && o.display_id === event.display_id ? event.output : o,
+        );
+      }
+    }
+    const text = (name: "stdout" | "stderr") =>
+      outputs
+        .filter((o): o is StreamOutput => o.type === "stream" && o.name === name)
+        .map((o) => o.text)
+        .join("");
+    return { ...entry.record, outputs, stdout: text("stdout"), stderr: text("stderr") };
   }
 
   /**

@@ -138,9 +138,33 @@ export async function buildApp(deps: ServerDeps, logger: object | boolean): Prom
     },
     handler: () => undefined,
   };
-  const openapi = buildOpenApi([...routes, wsRoute], { version: deps.version });
+  // Served below by hand (no token, no JSON envelope); listed here so the reference shows them.
+  const operations: RouteSpec[] = [
+    {
+      method: "GET",
+      url: "/healthz",
+      tag: "operations",
+      auth: false,
+      summary: "Liveness and a summary: sessions, kernels alive, pool, one-shot slots",
+      responses: { 200: { mediaType: "application/json", description: "status ok, or shutting_down" } },
+      example: "curl http://127.0.0.1:8000/healthz",
+      handler: () => undefined,
+    },
+    {
+      method: "GET",
+      url: "/metrics",
+      tag: "operations",
+      auth: false,
+      summary: "Prometheus metrics (runcell_ prefix)",
+      responses: { 200: { mediaType: "text/plain", description: "Prometheus text format" } },
+      example: "curl http://127.0.0.1:8000/metrics",
+      handler: () => undefined,
+    },
+  ];
+  const documented = [...routes, wsRoute, ...operations];
+  const openapi = buildOpenApi(documented, { version: deps.version });
   const openapiText = JSON.stringify(openapi);
-  const docsPage = renderDocsPage([...routes, wsRoute], openapi);
+  const docsPage = renderDocsPage(documented, openapi);
 
   app.get("/healthz", { config: { routeUrl: "/healthz" } }, async () => ({
     status: deps.closing() ? "shutting_down" : "ok",

@@ -191,6 +191,12 @@ export const ExecuteBody = z
       "time limit; past it the execution is interrupted and the kernel keeps its state",
     ).optional(),
     stdin: z.string().optional().describe("lines answered to input(), in order"),
+    cancel_on_disconnect: z
+      .boolean()
+      .optional()
+      .describe(
+        "cancel (interrupt) the execution if the client leaves before it ends; default false: it runs on",
+      ),
   })
   .meta({ id: "SessionExecute" });
 

@@ -75,12 +75,19 @@ export function registerSessionSocket(
       socket.on("message", (data) => {
         let message: z.infer<typeof ClientMessage>;
         try {
-          const result = ClientMessage.safeParse(JSON.parse(String(data)));
+          const raw: unknown = JSON.parse(String(data));
+          const result = ClientMessage.safeParse(raw);
           if (!result.success) {
             const problem = result.error.issues
               .map((i) => `${i.path.join(".") || "message"}: ${i.message}`)
               .join("; ");
-            return send({ type: "error", error: { code: "INVALID_REQUEST", message: problem } });
+            // Echo the request id when there is one, so the client knows which request failed.
+            const requestId = (raw as { request_id?: unknown } | null)?.request_id;
+            return send({
+              type: "error",
+              ...(typeof requestId === "string" ? { request_id: requestId.slice(0, 256) } : {}),
+              error: { code: "INVALID_REQUEST", message: problem },
+            });
           }
           message = result.data;
         } catch (error) {

@@ -258,14 +258,17 @@ export class SessionManager {
 
   async #end(session: Session, reason: SessionEndReason): Promise<void> {
     if (!this.#sessions.has(session.id)) return session.end(reason);
-    this.#sessions.delete(session.id);
-    await session.end(reason);
+    // Ended at once (the kernel stops in the background of this call): saved before it leaves
+    // the live map, so no reader ever sees it ended without its reason.
+    const ending = session.end(reason);
     const info = session.info();
     this.#options.store.sessions.update(session.id, {
       snapshot: { ...info },
       ended_at: info.ended_at,
       end_reason: reason,
     });
+    this.#sessions.delete(session.id);
+    await ending;
     if (reason !== "deleted") this.#options.onEnded?.(info);
   }
 

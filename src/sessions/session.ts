@@ -56,6 +56,8 @@ export class Session {
   #endReason: SessionEndReason | null = null;
   #ending: Promise<void> | undefined;
   readonly #detach: Array<() => void> = [];
+  /** Per live execution: aborting it cancels that execution (interrupting it when it runs). */
+  readonly #cancels = new Map<string, AbortController>();
 
   constructor(options: SessionOptions) {
     this.id = options.id;
@@ -158,8 +160,11 @@ export class Session {
     },
   ): { execution: Execution; done: Promise<Execution> } {
     const recording = this.#options.log.open(this.userId);
+    const cancel = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, cancel.signal]) : cancel.signal;
     const submitted = this.#launched.executor.submit(code, {
       ...options,
+      signal,
       sessionId: this.id,
       outputBytes: this.#options.outputBytes,
       // Each request stands alone: one failing must not cancel another client's queued work.
@@ -175,7 +180,9 @@ export class Session {
       time_ms: options.timeoutMs ?? this.#options.timeoutMs,
     };
     recording.attach(submitted.execution);
+    this.#cancels.set(submitted.execution.id, cancel);
     void submitted.done.then(() => {
+      this.#cancels.delete(submitted.execution.id);
       this.#lastActivity = Date.now();
     });
     return submitted;
@@ -185,9 +192,12 @@ export class Session {
   async interrupt(): Promise<void> {
     if (this.#endedAt) throw new SessionEndedError(this.id, this.#endReason);
     this.#lastActivity = Date.now();
-    if (this.#launched.kernel.status === "busy" || this.#launched.executor.runningId) {
-      await this.#launched.kernel.interrupt();
-    }
+    const running = this.#launched.executor.runningId;
+    const cancel = running ? this.#cancels.get(running) : undefined;
+    // Through the executor: the execution ends `cancelled` (and a kernel that ignores the
+    // interrupt is restarted after the grace period).
+    if (cancel) cancel.abort(new Error("interrupted on request"));
+    else if (this.#launched.kernel.status === "busy") await this.#launched.kernel.interrupt();
   }
 
   /** Replaces the kernel with a fresh one (state lost; the startup code runs again). */

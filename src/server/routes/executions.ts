@@ -13,7 +13,8 @@ export function findExecution(
   id: string,
 ): { execution: Execution; events: ExecutionEvent[]; live: boolean } {
   const live = deps.log.get(id);
-  if (live && live.userId === userId) return { execution: live.record, events: live.events, live: true };
+  if (live && live.userId === userId)
+    return { execution: deps.log.view(id)!, events: live.events, live: true };
   const stored = live ? undefined : deps.store.executions.get(id);
   if (!stored || stored.user_id !== userId) {
     throw new NotFoundError("EXECUTION_NOT_FOUND", `no execution ${id} among yours`);

@@ -114,10 +114,18 @@ export function sessionRoutes(deps: ServerDeps): RouteSpec[] {
             `timeout_ms must be at most ${deps.config.limits.max_time_ms} (the server's ceiling), not ${input.timeout_ms}`,
           );
         }
+        // By default the execution outlives its client (it can be fetched later by id).
+        const leave = input.cancel_on_disconnect ? new AbortController() : undefined;
         const { execution, done } = session.submit(input.code, {
           timeoutMs: input.timeout_ms,
           stdin: input.stdin,
+          signal: leave?.signal,
         });
+        if (leave) {
+          context.reply.raw.on("close", () => {
+            if (!context.reply.raw.writableFinished) leave.abort(new Error("the client disconnected"));
+          });
+        }
         if (wantsEventStream(request)) return streamExecution(deps, context, user.id, execution.id, 0);
         return done;
       },
