@@ -81,7 +81,15 @@ export function renderContext(
       source: block.source,
       output: outputText(outputs),
       error: error
-        ? { name: error.name, value: error.value, traceback: relevantTraceback(error.traceback) }
+        ? {
+            name: error.name,
+            value: error.value,
+            // A dead kernel's "traceback" is its stderr banner: noise in a prompt.
+            traceback:
+              "category" in error && error.category === "kernel_died"
+                ? []
+                : relevantTraceback(error.traceback),
+          }
         : null,
       duration_ms: execution?.duration_ms ?? null,
     };

@@ -27,16 +27,24 @@ export function projectToNotebook(
       return cell;
     }
     const execution = lastExecution(block);
-    const runcell = { block_id: block.id, status: block.status, status_reason: block.status_reason };
+    const runcell: Record<string, unknown> = {};
     if (execution) {
       const meta = executionMetadata(execution);
       Object.assign(metadata, { execution: meta.execution });
-      Object.assign(runcell, meta.runcell as object, {
+      const { status: executionStatus, ...timing } = meta.runcell as Record<string, unknown>;
+      Object.assign(runcell, timing, {
+        execution_status: executionStatus,
         started_at: execution.started_at,
         finished_at: execution.finished_at,
       });
     }
-    metadata.runcell = runcell;
+    // The block's status (STALE included), not its last execution's.
+    metadata.runcell = {
+      ...runcell,
+      block_id: block.id,
+      status: block.status,
+      status_reason: block.status_reason,
+    };
     return {
       id,
       cell_type: "code",

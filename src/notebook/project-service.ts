@@ -465,7 +465,10 @@ export class NotebookService {
       }
     }
     const execution = await this.#runOne(session, this.#store.blocks.get(id)!, options);
-    this.#kernels.set(project.id, { sessionId: session.id, restarts: session.info().restarts });
+    // A run that killed or replaced the kernel leaves it without the blocks' state, even while
+    // the session's restart count has not moved yet: the next run must rebuild.
+    const lost = execution.error?.category === "kernel_died" || session.status === "restarting";
+    this.#kernels.set(project.id, { sessionId: session.id, restarts: lost ? -1 : session.info().restarts });
     return {
       block_id: id,
       status: execution.status === "completed" ? "completed" : "failed",
@@ -476,11 +479,17 @@ export class NotebookService {
 
   /** Runs one block in the session and records its status, history and what it made stale. */
   async #runOne(session: Session, block: BlockRecord, options: { timeoutMs?: number }): Promise<Execution> {
-    this.#store.blocks.update(block.id, { status: "RUNNING", status_reason: null });
     let execution: Execution;
     try {
-      execution = await session.submit(block.source, { timeoutMs: options.timeoutMs, blockId: block.id })
-        .done;
+      const submitted = session.submit(block.source, { timeoutMs: options.timeoutMs, blockId: block.id });
+      // Named before it ends, so a server that dies mid-run leaves the block pointing at the
+      // execution its restart will close as failed.
+      this.#store.blocks.update(block.id, {
+        status: "RUNNING",
+        status_reason: null,
+        last_execution_id: submitted.execution.id,
+      });
+      execution = await submitted.done;
     } catch (error) {
       this.#store.blocks.update(block.id, { status: "FAILED", status_reason: (error as Error).message });
       throw error;

@@ -200,6 +200,7 @@ export function projectRoutes(deps: ServerDeps): RouteSpec[] {
           mediaType: "text/markdown",
           description: "the project as markdown (or JSON with ?format=json)",
         },
+        404: null,
       },
       example: `curl ${auth} '${base}/$PROJECT/context?max_chars=8000'`,
       handler: ({ user, params, query, reply }) => {
