@@ -20,6 +20,8 @@ export interface LiveExecution {
   readonly events: ExecutionEvent[];
   /** True when events past `maxEvents` were not kept (the final record still has every output). */
   eventsTruncated: boolean;
+  /** The execution has ended (its `done` event is the last of `events`); it is being saved. */
+  finished: boolean;
   readonly done: Promise<Execution>;
 }
 
@@ -39,7 +41,7 @@ export class ExecutionLog {
   readonly #live = new Map<string, Entry>();
 
   constructor(options: ExecutionLogOptions) {
-    this.#options = { maxEvents: 10_000, ...options };
+    this.#options = { sink: options.sink, maxEvents: options.maxEvents ?? 10_000 };
   }
 
   /** Executions not finished yet. */
@@ -78,12 +80,17 @@ export class ExecutionLog {
       record,
       events: [],
       eventsTruncated: false,
+      finished: false,
       done,
       listeners: new Set(),
       resolve,
     };
     this.#live.set(record.id, entry);
-    this.#options.sink.save(userId, record);
+    // Saved just after this turn: the execute request goes to the kernel first, and the record
+    // is on disk long before the run could end (a crash then closes it as failed).
+    setImmediate(() => {
+      if (!entry.finished) this.#options.sink.save(userId, record);
+    });
     return entry;
   }
 
@@ -98,14 +105,21 @@ export class ExecutionLog {
       }
     }
     if (event.type === "done") {
-      this.#live.delete(event.execution_id);
-      this.#options.sink.save(entry.userId, event.execution, entry.events);
+      entry.finished = true;
       entry.listeners.clear();
       entry.resolve(event.execution);
+      // Saved once the answer is on its way; until then the log still serves the record.
+      setImmediate(() => {
+        try {
+          this.#options.sink.save(entry.userId, event.execution, entry.events);
+        } finally {
+          this.#live.delete(event.execution_id);
+        }
+      });
     }
   }
 
-  /** The live execution `id`, if it has not finished. */
+  /** The live execution `id`, if it has not finished (or finished and is still being saved). */
   get(id: string): LiveExecution | undefined {
     return this.#live.get(id);
   }
@@ -117,6 +131,8 @@ export class ExecutionLog {
   view(id: string): Execution | undefined {
     const entry = this.#live.get(id);
     if (!entry) return undefined;
+    const last = entry.events.at(-1);
+    if (last?.type === "done") return last.execution;
     let outputs: Output[] = [];
     for (const event of entry.events) {
       if (event.type === "output") outputs.push(event.output);
