@@ -83,10 +83,12 @@ export async function buildApp(deps: ServerDeps, logger: object | boolean): Prom
     return user;
   };
 
-  app.addHook("onSend", async (request, reply) => {
+  // Callback-style hooks: an async hook costs promise turns on every request.
+  app.addHook("onRequest", (request, reply, done) => {
     reply.header("x-request-id", request.id);
+    done();
   });
-  app.addHook("onResponse", async (request, reply) => {
+  app.addHook("onResponse", (request, reply, done) => {
     const route = (request.routeOptions.config as { routeUrl?: string } | undefined)?.routeUrl ?? "unmatched";
     const seconds = reply.elapsedTime / 1000;
     deps.metrics.request(request.method, route, reply.statusCode, seconds);
@@ -99,6 +101,7 @@ export async function buildApp(deps: ServerDeps, logger: object | boolean): Prom
       },
       "request",
     );
+    done();
   });
   app.setErrorHandler((error, request, reply) => {
     const mapped = toHttpError(error);
