@@ -20,7 +20,7 @@ export interface LiveExecution {
   readonly events: ExecutionEvent[];
   /** True when events past `maxEvents` were not kept (the final record still has every output). */
   eventsTruncated: boolean;
-  /** The execution has ended (its `done` event is the last of `events`); it is being saved. */
+  /** The execution has ended (its `done` event is the last of `events`). */
   finished: boolean;
   readonly done: Promise<Execution>;
 }
@@ -107,19 +107,17 @@ export class ExecutionLog {
     if (event.type === "done") {
       entry.finished = true;
       entry.listeners.clear();
-      entry.resolve(event.execution);
-      // Saved once the answer is on its way; until then the log still serves the record.
-      setImmediate(() => {
-        try {
-          this.#options.sink.save(entry.userId, event.execution, entry.events);
-        } finally {
-          this.#live.delete(event.execution_id);
-        }
-      });
+      // Saved before anyone is answered: a record the API calls finished is on disk.
+      try {
+        this.#options.sink.save(entry.userId, event.execution, entry.events);
+      } finally {
+        this.#live.delete(event.execution_id);
+        entry.resolve(event.execution);
+      }
     }
   }
 
-  /** The live execution `id`, if it has not finished (or finished and is still being saved). */
+  /** The live execution `id`, if it has not finished. */
   get(id: string): LiveExecution | undefined {
     return this.#live.get(id);
   }
