@@ -209,7 +209,7 @@ interface Driver {
   run(code: string, expectedStdout: string, profile?: string): Promise<number>;
 }
 
-interface SpawnOutcome {
+export interface SpawnOutcome {
   ms: number;
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -222,7 +222,7 @@ interface SpawnOutcome {
  * Spawns `argv` (own process group, tracked for Ctrl-C) and resolves when it has exited and both
  * pipes are drained; `ms` runs from just before spawn until then.
  */
-function timedSpawn(argv: readonly string[]): Promise<SpawnOutcome> {
+export function timedSpawn(argv: readonly string[]): Promise<SpawnOutcome> {
   return new Promise((resolve, reject) => {
     const startedAt = performance.now();
     let child: ChildProcess;
@@ -266,11 +266,11 @@ function timedSpawn(argv: readonly string[]): Promise<SpawnOutcome> {
   });
 }
 
-function tail(text: string, lines = 8): string {
+export function tail(text: string, lines = 8): string {
   return text.trimEnd().split("\n").slice(-lines).join("\n");
 }
 
-function describeExit(outcome: SpawnOutcome): string {
+export function describeExit(outcome: SpawnOutcome): string {
   if (outcome.timedOut) return `timed out after ${RUN_TIMEOUT_MS} ms`;
   return outcome.signal ? `killed by ${outcome.signal}` : `exited with code ${outcome.code}`;
 }
@@ -292,7 +292,7 @@ function spawnDriver(engine: OneshotEngine, argvFor: (code: string) => string[])
   };
 }
 
-const bwrapArgv = (extra: readonly string[], code: string): string[] => [
+export const bwrapArgv = (extra: readonly string[], code: string): string[] => [
   BWRAP,
   ...BWRAP_FLAGS,
   ...extra,
@@ -512,7 +512,7 @@ function pathSince(driver: RuncellDriver, before: { runs: number; warm: number }
 }
 
 /** The engines in block `index`'s order: rotated by one each block, so each takes every position. */
-function rotate<T>(items: readonly T[], index: number): T[] {
+export function rotate<T>(items: readonly T[], index: number): T[] {
   const shift = index % items.length;
   return [...items.slice(shift), ...items.slice(0, shift)];
 }

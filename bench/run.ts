@@ -6,9 +6,11 @@
  *   notebook   wall clock of `runcell run` vs `python3 -m nbconvert --execute` on a generated notebook
  *   oneshot    Runner.runOnce (one-shot sandboxed runs) vs spawning bubblewrap and python directly:
  *              latency, throughput with concurrent clients, and a cold `import pandas`
+ *   server     `runcell serve` over HTTP vs Jupyter Server's kernel WebSocket (stock and with
+ *              TCP_NODELAY): warm execute, session create + first execute, one-shot runs, a load run
  *
  * Prints tables and the ratios against the goals, and writes bench/results/<timestamp>.json.
- * Usage: npx tsx bench/run.ts [--quick] [--only roundtrip|notebook|oneshot|spawn] [--help]
+ * Usage: npx tsx bench/run.ts [--quick] [--only roundtrip|notebook|oneshot|spawn|server] [--help]
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -20,10 +22,11 @@ import { type NotebookResult, runNotebookBench } from "./notebook.js";
 import { type OneshotResult, type PerEngine, runOneshotBench } from "./oneshot.js";
 import { installSignalHandlers, wasInterrupted } from "./proc.js";
 import { type RoundtripResult, runRoundtrip, SNIPPETS } from "./roundtrip.js";
+import { type EngineLatency as ServerLatency, runServerBench, type ServerResult } from "./server.js";
 import { runSpawnBench, type SpawnResult } from "./spawn.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const SECTIONS = ["roundtrip", "notebook", "oneshot", "spawn"] as const;
+const SECTIONS = ["roundtrip", "notebook", "oneshot", "spawn", "server"] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** runcell p50 / jupyter_client p50 must be at most this. */
@@ -36,25 +39,40 @@ const ONESHOT_GOAL = 0.35;
 const THROUGHPUT_GOAL = 3;
 /** runcell `import pandas` p50 / cold sandboxed spawn p50 must be at most this. */
 const PANDAS_GOAL = 0.05;
+/** runcell serve's warm execute p50 / Jupyter Server's (TCP_NODELAY on its WebSockets) must be at most this. */
+const SERVER_EXECUTE_GOAL = 1.0;
+/** The same against Jupyter Server as shipped (Nagle's algorithm on). */
+const SERVER_EXECUTE_STOCK_GOAL = 0.1;
+/** runcell session create + first execute p50 (from its pool) / a cold Jupyter Server kernel's must be at most this. */
+const SERVER_CREATE_GOAL = 0.1;
+/** runcell serve's one-shot p50 over HTTP / direct bubblewrap spawn p50 must be at most this. */
+const SERVER_ONESHOT_GOAL = 0.35;
+/** Failed requests allowed in the load run. */
+const SERVER_LOAD_ERRORS_GOAL = 0;
 
 const USAGE = `usage: npx tsx bench/run.ts [options]   (or: make bench ARGS="...")
 
   --quick              fewer iterations, rounds and runs (a smoke test of the suite, noisy numbers)
-  --only SECTION       roundtrip | notebook | oneshot | spawn (comma-separated; default: all)
+  --only SECTION       roundtrip | notebook | oneshot | spawn | server (comma-separated; default: all)
   --rounds N           round-trip rounds, each with fresh kernels (default 3, quick 1)
-  --iterations N       measured executions per snippet per round (default 500, quick 100)
-  --warmup N           warm-up executions per snippet per round (default 50, quick 10)
+  --iterations N       measured executions per snippet per round, and per engine of the server's
+                       warm execute (default 500, quick 100)
+  --warmup N           warm-up executions per snippet per round / server engine (default 50, quick 10)
   --block N            measured executions per block; blocks alternate between engines (default 50, quick 25)
   --runs N             measured notebook runs per engine (default 5, quick 2)
   --cells N            cells in the generated notebook (default 40)
   --kernel NAME        kernelspec to use (default python3)
-  --cli PATH           runcell's CLI for the notebook section (default dist/cli/main.js)
-  --oneshot-runs N     measured one-shot print(1+1) runs per engine (default 200, quick 40)
+  --cli PATH           runcell's CLI for the notebook and server sections (default dist/cli/main.js)
+  --oneshot-runs N     measured one-shot print(1+1) runs per engine, oneshot and server sections (default 200, quick 40)
   --oneshot-block N    one-shot runs per block; blocks rotate between engines (default 20, quick 10)
   --throughput-runs N  runs per engine in the throughput test (default 400, quick 60)
   --clients N          concurrent clients in the throughput test (default 2)
   --pandas-runs N      measured \`import pandas\` runs per engine, 0 to skip (default 20, quick 5)
   --spawn-runs N       child-process starts per strategy and memory size (default 100, quick 20)
+  --create-runs N      server: measured session creations + first execute per engine (default 20, quick 5)
+  --load-sessions N    server load run: sessions (default 10)
+  --load-clients N     server load run: concurrent clients, spread evenly over the sessions (default 50)
+  --load-executes N    server load run: executes of 1+1 per client (default 40, quick 10)
   -h, --help           this text`;
 
 interface BenchOptions {
@@ -76,6 +94,10 @@ interface BenchOptions {
   clients: number;
   pandasRuns: number;
   spawnRuns: number;
+  createRuns: number;
+  loadSessions: number;
+  loadClients: number;
+  loadExecutes: number;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -105,6 +127,10 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
       clients: { type: "string" },
       "pandas-runs": { type: "string" },
       "spawn-runs": { type: "string" },
+      "create-runs": { type: "string" },
+      "load-sessions": { type: "string" },
+      "load-clients": { type: "string" },
+      "load-executes": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -140,6 +166,10 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
     clients: positiveInt("clients", values.clients, 2),
     pandasRuns: positiveInt("pandas-runs", values["pandas-runs"], quick ? 5 : 20, 0),
     spawnRuns: positiveInt("spawn-runs", values["spawn-runs"], quick ? 20 : 100),
+    createRuns: positiveInt("create-runs", values["create-runs"], quick ? 5 : 20),
+    loadSessions: positiveInt("load-sessions", values["load-sessions"], 10),
+    loadClients: positiveInt("load-clients", values["load-clients"], 50),
+    loadExecutes: positiveInt("load-executes", values["load-executes"], quick ? 10 : 40),
   };
 }
 
@@ -373,9 +403,199 @@ function printOneshot(result: OneshotResult): void {
   );
 }
 
+const NOT_AVAILABLE = "not available";
+
+/** A latency row: p50, p90, p99, min, max, runs (a "not available" row for a missing engine). */
+function latencyRow(name: string, value: ServerLatency | null): string[] {
+  if (!value) return [name, NOT_AVAILABLE, "", "", "", "", ""];
+  const { summary } = value;
+  return [
+    name,
+    ms(summary.p50),
+    ms(value.p90),
+    ms(summary.p99),
+    ms(summary.min),
+    ms(summary.max),
+    String(summary.n),
+  ];
+}
+
+const LATENCY_HEADER = ["engine", "p50", "p90", "p99", "min", "max", "runs"];
+
+function goalText(value: number | null, goal: number): string {
+  return value === null ? `n/a (goal ≤ ${goal})` : `${ratio(value)} (goal ≤ ${goal}) ${verdict(value, goal)}`;
+}
+
+function printServer(result: ServerResult): void {
+  const { runcell, jupyter_server: jupyter, execute, create, oneshot, load } = result;
+  const versions = jupyter.versions ?? {};
+  console.log(
+    "\n== runcell serve vs Jupyter Server, all over loopback TCP ==\n" +
+      `   runcell: ${runcell.command}\n` +
+      "     sessions and one-shot runs sandboxed with bubblewrap (the product's default); runcell's kernels\n" +
+      "     and runs are confined, Jupyter Server's kernels are not\n" +
+      "     client: node:http with one keep-alive Agent (TCP_NODELAY), JSON bodies\n" +
+      `   Jupyter Server ${String(versions.jupyter_server ?? "?")} (tornado ${String(versions.tornado ?? "?")}): ` +
+      `${jupyter.command}\n` +
+      `     kernelspec: ${jupyter.kernelspec_argv.join(" ")}\n` +
+      "     client: the kernel channels WebSocket (ws, TCP_NODELAY), Jupyter messaging v5.3 JSON frames\n" +
+      "     stock: as shipped; TCP_NODELAY: launched with --nodelay, which makes " +
+      `${String(versions.handler ?? "its kernel WebSocket handler")} call set_nodelay(True) on open`,
+  );
+  if (!runcell.available) {
+    console.log(`\n   runcell serve not available: ${(runcell.error ?? "?").replaceAll("\n", "\n     ")}`);
+  }
+
+  console.log(
+    `\n== Warm execute ${execute.code}, ms: ${execute.iterations} per engine (+${execute.warmup} warm-up), in blocks of ` +
+      `${execute.block} that rotate between the engines ==`,
+  );
+  console.log(
+    "   runcell: POST /api/v1/sessions/{id}/execute until its 200 response has arrived\n" +
+      "   Jupyter Server: execute_request on the WebSocket until its execute_reply and iopub idle have arrived\n",
+  );
+  const executeRows = [LATENCY_HEADER];
+  executeRows.push(latencyRow("runcell serve", execute.engines.runcell));
+  executeRows.push(latencyRow("Jupyter Server (TCP_NODELAY)", execute.engines.jupyter_server_nodelay));
+  executeRows.push(latencyRow("Jupyter Server (stock)", execute.engines.jupyter_server));
+  console.log(table(executeRows));
+  if (execute.runcell_duration_ms) {
+    console.log(
+      `\n   runcell's own Execution.duration_ms: p50 ${ms(execute.runcell_duration_ms.p50)}, ` +
+        `p99 ${ms(execute.runcell_duration_ms.p99)}`,
+    );
+  }
+  console.log(
+    `   ratio runcell/Jupyter Server (TCP_NODELAY) p50: ${goalText(execute.p50_ratio_vs_nodelay, SERVER_EXECUTE_GOAL)}; ` +
+      `p99: ${ratio(execute.p99_ratio_vs_nodelay ?? Number.NaN)}\n` +
+      `   ratio runcell/Jupyter Server (stock) p50: ${goalText(execute.p50_ratio_vs_stock, SERVER_EXECUTE_STOCK_GOAL)}\n` +
+      `   Jupyter Server stock/TCP_NODELAY p50: ${ratio(execute.stock_p50_ratio_vs_nodelay)} (what Nagle's algorithm costs it)`,
+  );
+
+  console.log(
+    `\n== New session + first execute ${create.code}, ms: ${create.runs} per engine (+${create.warmup} warm-up), in ` +
+      `blocks of ${create.block} that rotate between the engines ==`,
+  );
+  console.log(
+    "   runcell: POST /api/v1/sessions, then POST …/execute; the pool is full before each sample\n" +
+      "   runcell (no pool): the same on a second server started with --pool-size 0\n" +
+      "   Jupyter Server (cold kernel): POST /api/kernels, WebSocket connect, first execute (TCP_NODELAY server)\n" +
+      "   deleting the session or kernel, and the pool's refill, are not timed\n",
+  );
+  const createRows = [LATENCY_HEADER];
+  createRows.push(latencyRow("runcell serve (pool)", create.engines.runcell));
+  createRows.push(latencyRow("runcell serve (no pool)", create.engines.runcell_no_pool));
+  createRows.push(latencyRow("Jupyter Server (cold kernel)", create.engines.jupyter_server));
+  console.log(table(createRows));
+  if (create.runcell_from_pool !== null) {
+    console.log(
+      `\n   runcell sessions served from the pool: ${create.runcell_from_pool} of ${create.runs}` +
+        (create.pool_refill_ms ? `; pool refill after each, p50 ${ms(create.pool_refill_ms.p50)} ms` : ""),
+    );
+  }
+  if (create.no_pool_error)
+    console.log(`   runcell (no pool) not available: ${create.no_pool_error.split("\n")[0]}`);
+  console.log(
+    `   ratio runcell (pool)/cold Jupyter kernel p50: ${goalText(create.p50_ratio_vs_cold, SERVER_CREATE_GOAL)}; ` +
+      `runcell (no pool)/cold Jupyter kernel p50: ${ratio(create.no_pool_p50_ratio_vs_cold ?? Number.NaN)}`,
+  );
+
+  console.log(
+    `\n== One-shot ${oneshot.code} over HTTP, ms: ${oneshot.runs} per engine (+${oneshot.warmup} warm-up), in blocks ` +
+      `of ${oneshot.block} that rotate between the engines ==`,
+  );
+  console.log(
+    "   runcell: POST /api/v1/execute until its 200 response has arrived\n" +
+      `   bwrap:   ${oneshot.bwrap_command}\n`,
+  );
+  const oneshotRows = [LATENCY_HEADER];
+  oneshotRows.push(latencyRow("runcell serve", oneshot.engines.runcell));
+  oneshotRows.push(latencyRow("bwrap", oneshot.engines.bwrap));
+  console.log(table(oneshotRows));
+  if (oneshot.runcell_duration_ms) {
+    console.log(
+      `\n   runcell's own Execution.duration_ms: p50 ${ms(oneshot.runcell_duration_ms.p50)}, ` +
+        `p99 ${ms(oneshot.runcell_duration_ms.p99)}`,
+    );
+  }
+  console.log(`   ratio runcell/bwrap p50: ${goalText(oneshot.p50_ratio_vs_bwrap, SERVER_ONESHOT_GOAL)}`);
+
+  if (!load.available) {
+    console.log(`\n== Load: not available ==\n   ${load.error.split("\n")[0]}`);
+  } else {
+    console.log(
+      `\n== Load: ${load.clients} concurrent clients on ${load.sessions} sessions, each making ` +
+        `${load.executes_per_client} executes of ${load.code} back to back ==\n`,
+    );
+    console.log(
+      table([
+        ["requests", "completed", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms", "executes/s", "wall s"],
+        [
+          String(load.requests),
+          String(load.completed),
+          String(load.errors),
+          ms(load.latency.p50),
+          ms(load.latency.p95),
+          ms(load.latency.p99),
+          ms(load.latency.max),
+          load.executions_per_s.toFixed(1),
+          (load.wall_ms / 1000).toFixed(2),
+        ],
+      ]),
+    );
+    console.log(
+      `\n   errors: ${load.errors} (goal ≤ ${SERVER_LOAD_ERRORS_GOAL}) ${verdict(load.errors, SERVER_LOAD_ERRORS_GOAL)}` +
+        `; the sessions' creation + first execute: p50 ${ms(load.session_create_ms.p50)} ms`,
+    );
+    for (const sample of load.error_samples) console.log(`   ${sample.count} × ${sample.error}`);
+  }
+  if (result.problems.length) {
+    console.log(
+      `\n   server problems seen:\n${result.problems.map((problem) => `   - ${problem}`).join("\n")}`,
+    );
+  }
+}
+
+/** The server section's goal lines (NOT AVAILABLE where runcell's server did not start). */
+function serverGoals(result: ServerResult, names: Record<string, string>): GoalLine[] {
+  const missing = result.runcell.available
+    ? null
+    : firstLine(result.runcell.error ?? "runcell serve not available");
+  const line = (
+    name: string,
+    value: number | null,
+    goal: number,
+    detail: string | null = null,
+  ): GoalLine => ({
+    name,
+    ratio: value,
+    comparison: "≤",
+    goal,
+    verdict: value === null ? "NOT AVAILABLE" : verdict(value, goal),
+    detail: value === null ? (missing ?? detail) : detail,
+  });
+  const loadErrors = result.load.available ? result.load.errors : null;
+  return [
+    line(names.execute!, result.execute.p50_ratio_vs_nodelay, SERVER_EXECUTE_GOAL),
+    line(names.executeStock!, result.execute.p50_ratio_vs_stock, SERVER_EXECUTE_STOCK_GOAL),
+    line(
+      names.create!,
+      result.create.p50_ratio_vs_cold,
+      SERVER_CREATE_GOAL,
+      result.create.runcell_from_pool === null
+        ? null
+        : `${result.create.runcell_from_pool} of ${result.create.runs} from the pool`,
+    ),
+    line(names.oneshot!, result.oneshot.p50_ratio_vs_bwrap, SERVER_ONESHOT_GOAL),
+    { ...line(names.load!, loadErrors, SERVER_LOAD_ERRORS_GOAL), count: true },
+  ];
+}
+
 interface GoalLine {
   name: string;
+  /** The measured ratio (or, with `count`, a number of events). */
   ratio: number | null;
+  count?: true;
   /** Whether the ratio must stay at most (≤) or reach at least (≥) the goal. */
   comparison: "≤" | "≥";
   goal: number;
@@ -433,6 +653,7 @@ async function main(): Promise<number> {
   let notebook: SectionOutcome<NotebookResult> | undefined;
   let oneshot: SectionOutcome<OneshotResult> | undefined;
   let spawned: SectionOutcome<SpawnResult> | undefined;
+  let server: SectionOutcome<ServerResult> | undefined;
 
   if (options.sections.includes("roundtrip")) {
     try {
@@ -597,9 +818,60 @@ async function main(): Promise<number> {
     }
   }
 
+  if (options.sections.includes("server")) {
+    const names = {
+      execute: "server execute p50 ratio runcell/Jupyter Server (TCP_NODELAY)",
+      executeStock: "server execute p50 ratio runcell/Jupyter Server (stock)",
+      create: "server create + first execute p50 ratio runcell (pool)/cold Jupyter kernel",
+      oneshot: "server one-shot p50 ratio runcell HTTP/bwrap",
+      load: `server load errors (${options.loadClients} clients, ${options.loadSessions} sessions)`,
+    };
+    try {
+      const result = await runServerBench({
+        cli: options.cli,
+        root: ROOT,
+        iterations: options.iterations,
+        warmup: options.warmup,
+        block: options.block,
+        createRuns: options.createRuns,
+        oneshotRuns: options.oneshotRuns,
+        oneshotWarmup: options.oneshotWarmup,
+        oneshotBlock: options.oneshotBlock,
+        loadSessions: options.loadSessions,
+        loadClients: options.loadClients,
+        loadExecutes: options.loadExecutes,
+        log,
+      });
+      server = { status: "ok", result };
+      printServer(result);
+      goals.push(...serverGoals(result, names));
+    } catch (error) {
+      if (wasInterrupted()) return waitForExit();
+      const message = (error as Error).message;
+      server = { status: "error", error: (error as Error).stack ?? message };
+      console.log(`\n== Server: FAILED ==\n${message}`);
+      for (const [key, name] of Object.entries(names)) {
+        goals.push({
+          name,
+          ratio: null,
+          comparison: "≤",
+          goal: {
+            execute: SERVER_EXECUTE_GOAL,
+            executeStock: SERVER_EXECUTE_STOCK_GOAL,
+            create: SERVER_CREATE_GOAL,
+            oneshot: SERVER_ONESHOT_GOAL,
+            load: SERVER_LOAD_ERRORS_GOAL,
+          }[key as keyof typeof names],
+          verdict: "ERROR",
+          detail: firstLine(message),
+        });
+      }
+    }
+  }
+
   console.log("\n== Summary ==");
   for (const line of goals) {
-    const value = line.ratio === null ? "n/a" : ratio(line.ratio);
+    const value = line.ratio === null ? "n/a" : line.count ? String(line.ratio) : ratio(line.ratio);
     const detail = line.detail ? `: ${line.detail}` : "";
     console.log(`${line.name}: ${value} (goal ${line.comparison} ${line.goal}) ${line.verdict}${detail}`);
   }
@@ -626,6 +898,11 @@ async function main(): Promise<number> {
       oneshot_p50_ratio_max: ONESHOT_GOAL,
       oneshot_throughput_ratio_min: THROUGHPUT_GOAL,
       oneshot_pandas_p50_ratio_max: PANDAS_GOAL,
+      server_execute_p50_ratio_vs_nodelay_max: SERVER_EXECUTE_GOAL,
+      server_execute_p50_ratio_vs_stock_max: SERVER_EXECUTE_STOCK_GOAL,
+      server_create_p50_ratio_vs_cold_max: SERVER_CREATE_GOAL,
+      server_oneshot_p50_ratio_vs_bwrap_max: SERVER_ONESHOT_GOAL,
+      server_load_errors_max: SERVER_LOAD_ERRORS_GOAL,
     },
     environment: {
       ...environment,
@@ -636,6 +913,7 @@ async function main(): Promise<number> {
     notebook: notebook ?? null,
     oneshot: oneshot ?? null,
     spawn: spawned ?? null,
+    server: server ?? null,
   };
   await writeFile(file, `${JSON.stringify(report, null, 1)}\n`);
   console.log(`\nresults: ${relative(process.cwd(), file)}`);
