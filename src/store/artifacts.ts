@@ -90,24 +90,25 @@ export class ArtifactFiles {
   }
 
   externalizeEvents(events: readonly ExecutionEvent[]): ExecutionEvent[] {
-    return events.map((event) => {
-      if (event.type === "output") return { ...event, output: this.externalize([event.output])[0]! };
-      if (event.type === "update_display") {
-        return { ...event, output: this.externalize([event.output])[0] as typeof event.output };
-      }
-      if (event.type === "done") return { ...event, execution: this.externalizeExecution(event.execution) };
-      return event;
-    });
+    return mapEventOutputs(events, (outputs) => this.externalize(outputs));
   }
 
   internalizeEvents(events: readonly ExecutionEvent[]): ExecutionEvent[] {
-    return events.map((event) => {
-      if (event.type === "output") return { ...event, output: this.internalize([event.output])[0]! };
-      if (event.type === "update_display") {
-        return { ...event, output: this.internalize([event.output])[0] as typeof event.output };
-      }
-      if (event.type === "done") return { ...event, execution: this.internalizeExecution(event.execution) };
-      return event;
-    });
+    return mapEventOutputs(events, (outputs) => this.internalize(outputs));
   }
+}
+
+/** Applies `map` to every output an event carries (its own, or its record's). */
+function mapEventOutputs(
+  events: readonly ExecutionEvent[],
+  map: (outputs: readonly Output[]) => Output[],
+): ExecutionEvent[] {
+  return events.map((event) => {
+    if (event.type === "output") return { ...event, output: map([event.output])[0]! };
+    if (event.type === "update_display")
+      return { ...event, output: map([event.output])[0] as typeof event.output };
+    if (event.type === "done")
+      return { ...event, execution: { ...event.execution, outputs: map(event.execution.outputs) } };
+    return event;
+  });
 }
