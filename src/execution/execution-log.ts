@@ -20,7 +20,7 @@ export interface LiveExecution {
   readonly events: ExecutionEvent[];
   /** True when events past `maxEvents` were not kept (the final record still has every output). */
   eventsTruncated: boolean;
-  /** The execution has ended (its `done` event is the last of `events`). */
+  /** The execution has ended: its first save, still waiting for the turn's end, is skipped. */
   finished: boolean;
   readonly done: Promise<Execution>;
 }

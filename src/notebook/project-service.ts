@@ -419,7 +419,7 @@ export class NotebookService {
       this.#kernels.set(project.id, { sessionId: session.id, restarts: 0 });
       return { session, fresh: known !== undefined || this.#anyRan(project.id) };
     }
-    const restarts = session.info().restarts;
+    const restarts = session.restarts;
     const fresh = known !== undefined && known.restarts !== restarts;
     this.#kernels.set(project.id, { sessionId: session.id, restarts });
     return { session, fresh };
@@ -468,7 +468,7 @@ export class NotebookService {
     // A run that killed or replaced the kernel leaves it without the blocks' state, even while
     // the session's restart count has not moved yet: the next run must rebuild.
     const lost = execution.error?.category === "kernel_died" || session.status === "restarting";
-    this.#kernels.set(project.id, { sessionId: session.id, restarts: lost ? -1 : session.info().restarts });
+    this.#kernels.set(project.id, { sessionId: session.id, restarts: lost ? -1 : session.restarts });
     return {
       block_id: id,
       status: execution.status === "completed" ? "completed" : "failed",

@@ -5,12 +5,12 @@ const REF_PREFIX = "#/components/schemas/";
 
 /** JSON Schema (2020-12, as OpenAPI 3.1 uses) of a zod schema; named schemas become component refs. */
 function jsonSchema(schema: z.ZodType, io: "input" | "output"): Record<string, unknown> {
+  const id = (z.globalRegistry.get(schema) as { id?: string } | undefined)?.id;
+  if (id) return { $ref: `${REF_PREFIX}${id}` };
   const raw = z.toJSONSchema(schema, { target: "draft-2020-12", io, unrepresentable: "any" }) as Record<
     string,
     unknown
   >;
-  const id = (z.globalRegistry.get(schema) as { id?: string } | undefined)?.id;
-  if (id) return { $ref: `${REF_PREFIX}${id}` };
   delete raw.$schema;
   delete raw.$defs;
   return JSON.parse(JSON.stringify(raw).replaceAll('"#/$defs/', `"${REF_PREFIX}`)) as Record<string, unknown>;

@@ -186,6 +186,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     maxPerUser: config.sessions.max_per_user,
     maxTotal: config.sessions.max_total,
     maxQueued: config.sessions.max_queued,
+    maxCodeBytes: config.max_code_bytes,
     onEnded: (info) => late.log?.info({ session: info.id, reason: info.end_reason }, "session ended"),
   });
 

@@ -7,7 +7,7 @@ import type { ServerDeps } from "./deps.js";
 import { toHttpError } from "./errors.js";
 import type { Authenticate } from "./route.js";
 import { IdParams, WsQuery } from "./schemas.js";
-import { checkCodeSize, refuseWhenClosing } from "./routes/sessions.js";
+import { refuseWhenClosing } from "./routes/sessions.js";
 
 /** A client whose unsent frames pass this is dropped (it reconnects with its cursor and loses nothing). */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
@@ -110,7 +110,6 @@ export function registerSessionSocket(
             return send({ type: "interrupted", request_id: message.request_id });
           case "execute": {
             refuseWhenClosing(deps);
-            checkCodeSize(deps, message.code);
             const { execution } = session.submit(message.code, {
               timeoutMs: message.timeout_ms,
               stdin: message.stdin,

@@ -7,7 +7,7 @@ import type { SessionEndReason, Store } from "../store/types.js";
 import { QuotaExceededError, SessionEndedError } from "./errors.js";
 import type { KernelLauncher, KernelProfile } from "./kernel-launcher.js";
 import type { KernelPool } from "./kernel-pool.js";
-import { Session } from "./session.js";
+import { checkCode, Session } from "./session.js";
 import type { CreateSessionOptions, SessionInfo } from "./types.js";
 
 export interface SessionManagerOptions {
@@ -24,6 +24,8 @@ export interface SessionManagerOptions {
   maxPerUser: number;
   maxTotal: number;
   maxQueued: number;
+  /** Largest accepted code (startup code included), in bytes. */
+  maxCodeBytes: number;
   /** Told about sessions that end on their own (culled, kernel lost). */
   onEnded?: (info: SessionInfo) => void;
 }
@@ -85,6 +87,7 @@ export class SessionManager {
         "network: a read_only session has no network; drop network or use mode write_access",
       );
     }
+    if (request.startup_code) checkCode(request.startup_code, o.maxCodeBytes);
     const limits = resolveLimits(
       {
         memoryBytes: request.memory_bytes,
@@ -145,6 +148,8 @@ export class SessionManager {
       outputBytes: limits.outputBytes,
       idleTimeoutMs: request.idle_timeout_ms ?? o.idleTimeoutMs,
       maxQueued: o.maxQueued,
+      maxCodeBytes: o.maxCodeBytes,
+      maxTimeoutMs: o.ceilings.timeMs,
       envKeys: Object.keys(profile.env).sort(),
       limits: {
         time_ms: limits.timeMs,
@@ -248,7 +253,7 @@ export class SessionManager {
     this.#cullTimer = setInterval(() => {
       const now = Date.now();
       for (const session of this.sessions) {
-        if (!session.busy && now - session.lastActivity > session.info().idle_timeout_ms) {
+        if (!session.busy && now - session.lastActivity > session.idleTimeoutMs) {
           void this.#end(session, "culled");
         }
       }

@@ -3,6 +3,7 @@ import type { ExecutionLog } from "../execution/execution-log.js";
 import type { StdinSource } from "../execution/kernel-executor.js";
 import type { EnforcedLimits, Execution } from "../execution/types.js";
 import type { SessionEndReason } from "../store/types.js";
+import { InvalidArgumentError } from "../errors.js";
 import { QuotaExceededError, SessionEndedError } from "./errors.js";
 import type { LaunchedKernel } from "./kernel-launcher.js";
 import { SessionEventLog } from "./session-event-log.js";
@@ -19,6 +20,10 @@ export interface SessionOptions {
   outputBytes: number;
   idleTimeoutMs: number;
   maxQueued: number;
+  /** Largest accepted code, in bytes (CODE_TOO_LARGE past it). */
+  maxCodeBytes: number;
+  /** Ceiling on an execution's own time limit, in ms (INVALID_LIMIT past it). */
+  maxTimeoutMs: number;
   envKeys: string[];
   limits: EnforcedLimits;
   /** Told whenever what `info()` shows changes in a way worth persisting. */
@@ -74,6 +79,15 @@ export class Session {
 
   get launched(): LaunchedKernel {
     return this.#launched;
+  }
+
+  /** How many times the kernel was replaced since the session started. */
+  get restarts(): number {
+    return this.#restarts;
+  }
+
+  get idleTimeoutMs(): number {
+    return this.#options.idleTimeoutMs;
   }
 
   get ended(): boolean {
@@ -136,6 +150,13 @@ export class Session {
     options: { timeoutMs?: number; stdin?: StdinSource; signal?: AbortSignal; blockId?: string } = {},
   ): { execution: Execution; done: Promise<Execution> } {
     if (this.#endedAt) throw new SessionEndedError(this.id, this.#endReason);
+    checkCode(code, this.#options.maxCodeBytes);
+    if (options.timeoutMs !== undefined && options.timeoutMs > this.#options.maxTimeoutMs) {
+      throw new InvalidArgumentError(
+        "INVALID_LIMIT",
+        `timeout_ms must be at most ${this.#options.maxTimeoutMs} (the server's ceiling), not ${options.timeoutMs}`,
+      );
+    }
     const executor = this.#launched.executor;
     if (executor.queueDepth >= this.#options.maxQueued) {
       throw new QuotaExceededError(
@@ -260,5 +281,13 @@ export class Session {
       this.events.close();
     })();
     return this.#ending;
+  }
+}
+
+/** Refuses code larger than `maxBytes` with CODE_TOO_LARGE (the API answers 413). */
+export function checkCode(code: string, maxBytes: number): void {
+  const bytes = Buffer.byteLength(code);
+  if (bytes > maxBytes) {
+    throw new InvalidArgumentError("CODE_TOO_LARGE", `the code is ${bytes} bytes; the limit is ${maxBytes}`);
   }
 }

@@ -37,6 +37,28 @@ function hashToken(token: string): string {
   return createHash("sha256").update(token).digest("hex");
 }
 
+/**
+ * `UPDATE table SET …` of the given fields (undefined ones left as they are), the `jsonFields`
+ * stored as JSON text. Field names come from typed records, checked again as plain identifiers.
+ */
+function updateRow(
+  db: Database.Database,
+  table: string,
+  id: string,
+  fields: Record<string, unknown>,
+  jsonFields: readonly string[] = [],
+): void {
+  const sets: string[] = [];
+  const values: Record<string, unknown> = { id };
+  for (const [key, value] of Object.entries(fields)) {
+    if (value === undefined) continue;
+    if (!/^[a-z_]+$/.test(key)) throw new Error(`not a ${table} field: ${key}`);
+    sets.push(`${key} = @${key}`);
+    values[key] = jsonFields.includes(key) && value !== null ? JSON.stringify(value) : value;
+  }
+  if (sets.length > 0) db.prepare(`UPDATE ${table} SET ${sets.join(", ")} WHERE id = @id`).run(values);
+}
+
 function toUser(row: Row): UserInfo {
   return {
     id: row.id as string,
@@ -256,22 +278,7 @@ class SqliteSessions implements SessionRepository {
   }
 
   update(id: string, fields: Partial<Pick<StoredSession, "snapshot" | "ended_at" | "end_reason">>): void {
-    const sets: string[] = [];
-    const values: Record<string, unknown> = { id };
-    if (fields.snapshot !== undefined) {
-      sets.push("snapshot = @snapshot");
-      values.snapshot = JSON.stringify(fields.snapshot);
-    }
-    if (fields.ended_at !== undefined) {
-      sets.push("ended_at = @ended_at");
-      values.ended_at = fields.ended_at;
-    }
-    if (fields.end_reason !== undefined) {
-      sets.push("end_reason = @end_reason");
-      values.end_reason = fields.end_reason;
-    }
-    if (sets.length === 0) return;
-    this.#db.prepare(`UPDATE sessions SET ${sets.join(", ")} WHERE id = @id`).run(values);
+    updateRow(this.#db, "sessions", id, fields, ["snapshot"]);
   }
 
   get(id: string): StoredSession | undefined {
@@ -397,14 +404,7 @@ class SqliteProjects implements ProjectRepository {
   }
 
   update(id: string, fields: Partial<Pick<ProjectInfo, "name" | "kernel" | "metadata">>): void {
-    const values: Record<string, unknown> = { id, updated_at: new Date().toISOString() };
-    const sets = ["updated_at = @updated_at"];
-    for (const key of ["name", "kernel", "metadata"] as const) {
-      if (fields[key] === undefined) continue;
-      sets.push(`${key} = @${key}`);
-      values[key] = key === "metadata" ? JSON.stringify(fields[key]) : fields[key];
-    }
-    this.#db.prepare(`UPDATE projects SET ${sets.join(", ")} WHERE id = @id`).run(values);
+    updateRow(this.#db, "projects", id, { ...fields, updated_at: new Date().toISOString() }, ["metadata"]);
   }
 
   get(id: string): ProjectInfo | undefined {
@@ -472,18 +472,13 @@ class SqliteBlocks implements BlockRepository {
     id: string,
     fields: Partial<Omit<BlockRecord, "id" | "project_id" | "position" | "created_at">>,
   ): void {
-    const values: Record<string, unknown> = { id, updated_at: fields.updated_at ?? new Date().toISOString() };
-    const sets = ["updated_at = @updated_at"];
-    for (const [key, value] of Object.entries(fields)) {
-      if (value === undefined || key === "updated_at") continue;
-      if (!/^[a-z_]+$/.test(key)) throw new Error(`not a block field: ${key}`);
-      sets.push(`${key} = @${key}`);
-      values[key] =
-        (BLOCK_JSON_FIELDS as readonly string[]).includes(key) && value !== null
-          ? JSON.stringify(value)
-          : value;
-    }
-    this.#db.prepare(`UPDATE blocks SET ${sets.join(", ")} WHERE id = @id`).run(values);
+    updateRow(
+      this.#db,
+      "blocks",
+      id,
+      { ...fields, updated_at: fields.updated_at ?? new Date().toISOString() },
+      BLOCK_JSON_FIELDS,
+    );
   }
 
   move(id: string, position: number): void {

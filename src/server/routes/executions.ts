@@ -56,10 +56,9 @@ export function streamExecution(
     if (event.type === "done") stream.end();
   };
   const unsubscribe = found.live ? deps.log.subscribe(id, after, send) : undefined;
-  // (A run that finished meanwhile was replayed whole, done included, by subscribe.)
   if (!unsubscribe) {
-    // Finished (possibly just now): everything is in the store.
-    for (const event of findExecution(deps, userId, id).events) if (event.seq > after) send(event);
+    // Finished: its events came from the store with it.
+    for (const event of found.events) if (event.seq > after) send(event);
     stream.end();
     return;
   }

@@ -5,7 +5,7 @@ import type { ServerDeps } from "../deps.js";
 import type { RouteSpec } from "../route.js";
 import { ExecutionSchema, OneShotBody } from "../schemas.js";
 import { synthesizeEvents } from "./executions.js";
-import { checkCodeSize, refuseWhenClosing } from "./sessions.js";
+import { refuseWhenClosing } from "./sessions.js";
 
 export function oneshotRoutes(deps: ServerDeps): RouteSpec[] {
   return [
@@ -25,7 +25,6 @@ export function oneshotRoutes(deps: ServerDeps): RouteSpec[] {
       handler: async ({ user, body }) => {
         refuseWhenClosing(deps);
         const input = body as z.infer<typeof OneShotBody>;
-        checkCodeSize(deps, input.code);
         const files: InputFile[] | undefined = input.files?.map((file) => ({
           path: file.path,
           content: file.encoding === "base64" ? Buffer.from(file.content, "base64") : file.content,

@@ -15,18 +15,6 @@ export function refuseWhenClosing(deps: ServerDeps): void {
     throw new HttpError(503, "SHUTTING_DOWN", "the server is shutting down; retry on its next start");
 }
 
-/** Refuses code over the server's size limit with 413. */
-export function checkCodeSize(deps: ServerDeps, code: string): void {
-  const bytes = Buffer.byteLength(code);
-  if (bytes > deps.config.max_code_bytes) {
-    throw new HttpError(
-      413,
-      "CODE_TOO_LARGE",
-      `the code is ${bytes} bytes; the limit is ${deps.config.max_code_bytes}`,
-    );
-  }
-}
-
 export function sessionRoutes(deps: ServerDeps): RouteSpec[] {
   const base = "http://127.0.0.1:8000/api/v1/sessions";
   const auth = '-H "Authorization: Bearer $TOKEN"';
@@ -42,7 +30,6 @@ export function sessionRoutes(deps: ServerDeps): RouteSpec[] {
       handler: async ({ user, body, reply }) => {
         refuseWhenClosing(deps);
         const request = body as z.infer<typeof CreateSessionBody>;
-        if (request.startup_code) checkCodeSize(deps, request.startup_code);
         try {
           const session = await deps.sessions.create(user.id, request);
           reply.code(201);
@@ -106,14 +93,7 @@ export function sessionRoutes(deps: ServerDeps): RouteSpec[] {
         const { user, params, body, request } = context;
         refuseWhenClosing(deps);
         const input = body as z.infer<typeof ExecuteBody>;
-        checkCodeSize(deps, input.code);
         const session = deps.sessions.get(user.id, (params as Id).id);
-        if (input.timeout_ms !== undefined && input.timeout_ms > deps.config.limits.max_time_ms) {
-          throw new InvalidArgumentError(
-            "INVALID_LIMIT",
-            `timeout_ms must be at most ${deps.config.limits.max_time_ms} (the server's ceiling), not ${input.timeout_ms}`,
-          );
-        }
         // By default the execution outlives its client (it can be fetched later by id).
         const leave = input.cancel_on_disconnect ? new AbortController() : undefined;
         const { execution, done } = session.submit(input.code, {
