@@ -95,6 +95,10 @@ class Job {
   /** An interrupt waiting for the code to start. */
   onCodeStarted: (() => void) | undefined;
   interrupted = false;
+  /** The restart that follows an interrupt the code ignores; re-armed once when the interrupt lands. */
+  restartTimer: NodeJS.Timeout | undefined;
+  /** The code left after the interrupt (its error or reply arrived): only the kernel's wrap-up remains. */
+  interruptLanded = false;
   detachSignal: (() => void) | undefined;
 
   constructor(record: Execution, options: ExecuteOptions, streamBytes: number, richBytes: number) {
@@ -325,6 +329,7 @@ export class KernelExecutor {
         job.replied = message.content as unknown as ExecuteReplyContent;
         const count = job.replied.execution_count;
         if (typeof count === "number") job.record.execution_count = count;
+        this.#noteInterruptLanded(job);
         this.#maybeComplete(job);
       }
       return;
@@ -414,6 +419,7 @@ export class KernelExecutor {
           category: categorizeException(output.name),
         };
         job.firstError ??= error;
+        this.#noteInterruptLanded(job);
         callSafely(job.options.onError, error);
         job.emit({ type: "output", output });
         return;
@@ -489,13 +495,13 @@ export class KernelExecutor {
     }
   }
 
-  /** Timeout or cancel of the running job: interrupt, then restart the kernel if it stays busy. */
   /**
    * Timeout or cancel of the running job: interrupt, then restart the kernel if it stays busy.
    * A kernel drops an interrupt that arrives before it runs the code (ipykernel installs its
    * SIGINT handler only around execution), so the interrupt waits for `execute_input`, which is
    * sent once the handler is in place; a kernel that never announces the code is interrupted
-   * after the grace period anyway. The grace period before a restart starts at the interrupt.
+   * after the grace period anyway. The grace period before a restart starts at the interrupt
+   * (and once more when the interrupt is seen to land, see #noteInterruptLanded).
    */
   #stopRunning(job: Job, reason: StopReason): void {
     if (this.#current !== job || job.stopReason) return;
@@ -505,19 +511,37 @@ export class KernelExecutor {
       if (this.#current !== job || job.interrupted) return;
       job.interrupted = true;
       this.kernel.interrupt().catch(() => undefined);
-      job.timers.push(
-        setTimeout(() => {
-          if (this.#current !== job) return;
-          // The code ignored the interrupt. Restarting loses the kernel's state but frees it.
-          this.kernel.restart({ now: true }).catch(() => undefined);
-        }, graceMs),
-      );
+      this.#armRestart(job);
     };
     if (job.codeStarted) interrupt();
     else {
       job.onCodeStarted = interrupt;
       job.timers.push(setTimeout(interrupt, graceMs));
     }
+  }
+
+  /** Restarts the kernel if `job` is still running after the grace period. */
+  #armRestart(job: Job): void {
+    if (job.restartTimer) clearTimeout(job.restartTimer);
+    job.restartTimer = setTimeout(() => {
+      if (this.#current !== job) return;
+      // The code ignored the interrupt. Restarting loses the kernel's state but frees it.
+      this.kernel.restart({ now: true }).catch(() => undefined);
+    }, this.#options.interruptGraceMs);
+    job.timers.push(job.restartTimer);
+  }
+
+  /**
+   * The interrupted code has left (its traceback or reply arrived). On a loaded machine the
+   * kernel's wrap-up (traceback formatting, reply, idle) can outlast the grace period counted
+   * from the interrupt, and a restart then would throw away state the interrupt had saved: the
+   * restart is pushed back by one more grace period, once, so a hostile hook still cannot hold
+   * the kernel.
+   */
+  #noteInterruptLanded(job: Job): void {
+    if (!job.interrupted || job.interruptLanded) return;
+    job.interruptLanded = true;
+    this.#armRestart(job);
   }
 
   #cancel(job: Job): void {
