@@ -2,6 +2,7 @@ import { chmod, chown, mkdir, rm, writeFile } from "node:fs/promises";
 import { dirname, isAbsolute, join, normalize } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
 import { CappedText } from "../execution/capped-text.js";
+import { checkCode } from "../execution/check-code.js";
 import { newExecution } from "../execution/new-execution.js";
 import type { Execution, ExecutionError, ExecutionStatus, LimitKind, Output } from "../execution/types.js";
 import { DEFAULT_CEILINGS, DEFAULT_LIMITS, type ResourceLimits, resolveLimits } from "../sandbox/limits.js";
@@ -65,6 +66,17 @@ export interface RunnerOptions {
   maxFilesBytes?: number;
 }
 
+/** A request checked and resolved: what runOnce needs before it spawns anything. */
+interface PreparedRun {
+  language: Language;
+  limits: ResourceLimits;
+  files: ReturnType<typeof validateFiles>;
+  spec: ReturnType<typeof languageSpec>;
+  /** The warm pool, when this run may use it. */
+  warm: WarmPool | undefined;
+  profile: string;
+}
+
 const BASE_ENV: Record<string, string> = {
   PATH: "/usr/local/bin:/usr/bin:/bin",
   HOME: "/workspace",
@@ -93,26 +105,50 @@ export class Runner {
     this.#interpreters = options.interpreters ?? defaultInterpreters();
   }
 
-  async runOnce(options: RunOnceOptions): Promise<Execution> {
+  /**
+   * Checks a request without running it: throws the InvalidArgumentError runOnce would
+   * (unknown language or profile, limits over the ceilings, code or files too large). Cheap
+   * and synchronous, so a server can refuse a bad request before it waits for a run slot.
+   */
+  validate(options: RunOnceOptions): void {
+    this.#prepare(options);
+  }
+
+  #prepare(options: RunOnceOptions): PreparedRun {
     const language = parseLanguage(options.language);
     const limits = resolveLimits(
       options.limits,
       this.#options.ceilings ?? DEFAULT_CEILINGS,
       this.#options.defaults ?? DEFAULT_LIMITS,
     );
-    const maxCode = this.#options.maxCodeBytes ?? 1024 * 1024;
-    const codeBytes = Buffer.byteLength(options.code);
-    if (codeBytes > maxCode) {
-      throw new InvalidArgumentError(
-        "CODE_TOO_LARGE",
-        `the code is ${codeBytes} bytes; the limit is ${maxCode}`,
-      );
-    }
+    checkCode(options.code, this.#options.maxCodeBytes ?? 1024 * 1024);
     const files = validateFiles(options.files ?? [], this.#options.maxFilesBytes ?? 64 * 1024 * 1024);
     if (files.length > 0 && options.workspace) {
       throw new InvalidArgumentError("INVALID_FILES", "pass either files or a workspace directory, not both");
     }
     const spec = languageSpec(language, this.#interpreters);
+    const pool = this.#options.warm;
+    const warm =
+      pool !== undefined &&
+      language === "python" &&
+      !options.network &&
+      !options.workspace &&
+      files.length === 0
+        ? pool
+        : undefined;
+    if (options.profile !== undefined && !warm?.hasProfile(options.profile)) {
+      throw new InvalidArgumentError(
+        "INVALID_PROFILE",
+        warm
+          ? `unknown profile ${JSON.stringify(options.profile)}: use one of ${warm.profiles.join(", ")}`
+          : "profiles apply to python runs without network, workspace or input files, on a runner with warm interpreters",
+      );
+    }
+    return { language, limits, files, spec, warm, profile: options.profile ?? "default" };
+  }
+
+  async runOnce(options: RunOnceOptions): Promise<Execution> {
+    const { language, limits, files, spec, warm, profile } = this.#prepare(options);
     const record = newExecution({
       language,
       code: options.code,
@@ -132,22 +168,6 @@ export class Runner {
     const codeDir = join(runDir, "code");
     const workspaceDir = join(runDir, "workspace");
     const env = { ...BASE_ENV, ...options.env };
-    const warm = this.#options.warm;
-    const warmEligible =
-      warm !== undefined &&
-      language === "python" &&
-      !options.network &&
-      !options.workspace &&
-      files.length === 0;
-    const profile = options.profile ?? "default";
-    if (options.profile !== undefined && (!warmEligible || !warm.hasProfile(options.profile))) {
-      throw new InvalidArgumentError(
-        "INVALID_PROFILE",
-        warmEligible
-          ? `unknown profile ${JSON.stringify(options.profile)}: use one of ${warm!.profiles.join(", ")}`
-          : "profiles apply to python runs without network, workspace or input files, on a runner with warm interpreters",
-      );
-    }
     let lease: Awaited<ReturnType<SandboxFactory["lease"]>> | undefined;
     let madeRunDir = false;
     try {
@@ -192,9 +212,9 @@ export class Runner {
       };
       // A warm fork enforces memory and pids through its own cgroup; if the pool cannot serve
       // (its server died, no cgroup could be made) the run takes the cold path.
-      const spawnWarm = () =>
-        warm!.spawn(profile, { code: options.code, env, limits }).catch(() => undefined);
-      let proc = (warmEligible ? await spawnWarm() : undefined) ?? (await spawnCold());
+      const spawnWarm = async () =>
+        warm?.spawn(profile, { code: options.code, env, limits }).catch(() => undefined);
+      let proc = (await spawnWarm()) ?? (await spawnCold());
       let outcome = await this.#supervise(proc, limits, options);
       if (isLost(proc) && outcome.stdout.totalBytes === 0 && outcome.stderr.totalBytes === 0) {
         // Its warm server died before the code could start (the pool had not noticed yet): run

@@ -1,3 +1,4 @@
+import { checkCode } from "../execution/check-code.js";
 import { randomUUID } from "node:crypto";
 import { NotFoundError, InvalidArgumentError } from "../errors.js";
 import type { ExecutionLog } from "../execution/execution-log.js";
@@ -7,7 +8,7 @@ import type { SessionEndReason, Store } from "../store/types.js";
 import { QuotaExceededError, SessionEndedError } from "./errors.js";
 import type { KernelLauncher, KernelProfile } from "./kernel-launcher.js";
 import type { KernelPool } from "./kernel-pool.js";
-import { checkCode, Session } from "./session.js";
+import { Session } from "./session.js";
 import type { CreateSessionOptions, SessionInfo } from "./types.js";
 
 export interface SessionManagerOptions {

@@ -1,4 +1,5 @@
 import { describeDeath, type KernelDeath, type KernelStatus } from "../kernels/kernel.js";
+import { checkCode } from "../execution/check-code.js";
 import type { ExecutionLog } from "../execution/execution-log.js";
 import type { StdinSource } from "../execution/kernel-executor.js";
 import type { EnforcedLimits, Execution } from "../execution/types.js";
@@ -281,13 +282,5 @@ export class Session {
       this.events.close();
     })();
     return this.#ending;
-  }
-}
-
-/** Refuses code larger than `maxBytes` with CODE_TOO_LARGE (the API answers 413). */
-export function checkCode(code: string, maxBytes: number): void {
-  const bytes = Buffer.byteLength(code);
-  if (bytes > maxBytes) {
-    throw new InvalidArgumentError("CODE_TOO_LARGE", `the code is ${bytes} bytes; the limit is ${maxBytes}`);
   }
 }

@@ -32,6 +32,9 @@ beforeAll(async () => {
       RUNCELL_SESSIONS_MAX_PER_USER: "2",
       RUNCELL_SESSIONS_MAX_TOTAL: "3",
       RUNCELL_SESSIONS_MAX_QUEUED: "2",
+      // One one-shot at a time and no waiting line: a second valid run is refused with 503.
+      RUNCELL_ONESHOT_MAX_CONCURRENT: "1",
+      RUNCELL_ONESHOT_MAX_WAITING: "0",
     },
   });
   alice = server.tokens.alice!;
@@ -323,6 +326,40 @@ describe("caps", () => {
     } finally {
       await request(server, "DELETE", `/api/v1/sessions/${session.id}`, { token: alice });
     }
+  });
+
+  it("refuses a one-shot that can never run at once, even while every run slot is taken", async () => {
+    let settled = false;
+    const holding = request(server, "POST", "/api/v1/execute", {
+      token: alice,
+      body: { code: "import time\ntime.sleep(8)\nprint('held')", timeout_ms: 20_000 },
+    }).finally(() => (settled = true));
+    // The slot is taken once a valid run is refused for capacity (a probe that got in first
+    // just ran; it is tried again).
+    await pollUntilAsync(async () => {
+      const probe = await request(server, "POST", "/api/v1/execute", { token: alice, body: { code: "1" } });
+      if (probe.status === 200) return false;
+      expect(probe.json?.error?.code).toBe("AT_CAPACITY");
+      return true;
+    }, 20_000);
+    await expectError(413, "CODE_TOO_LARGE", "POST", "/api/v1/execute", {
+      body: { code: "#".repeat(2 * MiB) },
+    });
+    await expectError(400, "UNKNOWN_LANGUAGE", "POST", "/api/v1/execute", {
+      body: { code: "1", language: "cobol" },
+    });
+    await expectError(400, "INVALID_LIMIT", "POST", "/api/v1/execute", {
+      body: { code: "1", memory_bytes: 1024 * 1024 * MiB },
+    });
+    await expectError(400, "INVALID_PROFILE", "POST", "/api/v1/execute", {
+      body: { code: "1", profile: "nope" },
+    });
+    // All four were answered while the run holding the slot was still under way.
+    expect(settled).toBe(false);
+    const held = await holding;
+    expect(held.status).toBe(200);
+    expect((held.json as Execution).stdout).toBe("held\n");
+    await expectHealthy();
   });
 
   it("answers 429 QUOTA_EXCEEDED past the per-user cap and 503 AT_CAPACITY past the server's", async () => {

@@ -1,6 +1,6 @@
 import type { z } from "zod";
 import type { Execution, ExecutionEvent } from "../../execution/types.js";
-import type { InputFile } from "../../runner/runner.js";
+import type { InputFile, RunOnceOptions } from "../../runner/runner.js";
 import type { ServerDeps } from "../deps.js";
 import type { RouteSpec } from "../route.js";
 import { ExecutionSchema, OneShotBody } from "../schemas.js";
@@ -29,23 +29,26 @@ export function oneshotRoutes(deps: ServerDeps): RouteSpec[] {
           path: file.path,
           content: file.encoding === "base64" ? Buffer.from(file.content, "base64") : file.content,
         }));
+        const run: RunOnceOptions = {
+          language: input.language ?? "python",
+          code: input.code,
+          limits: {
+            timeMs: input.timeout_ms,
+            memoryBytes: input.memory_bytes,
+            pids: input.pids,
+            outputBytes: input.output_bytes,
+          },
+          network: input.network,
+          files,
+          env: input.env,
+          profile: input.profile,
+        };
+        // A request that can never run is refused now, not after waiting in line for a slot.
+        deps.runner.validate(run);
         const release = await deps.oneshotSlots.acquire();
         let execution: Execution;
         try {
-          execution = await deps.runner.runOnce({
-            language: input.language ?? "python",
-            code: input.code,
-            limits: {
-              timeMs: input.timeout_ms,
-              memoryBytes: input.memory_bytes,
-              pids: input.pids,
-              outputBytes: input.output_bytes,
-            },
-            network: input.network,
-            files,
-            env: input.env,
-            profile: input.profile,
-          });
+          execution = await deps.runner.runOnce(run);
         } finally {
           release();
         }
