@@ -354,6 +354,7 @@ export class WarmPool {
   readonly #spareCgroups: CgroupHandle[] = [];
   /** Standby preparations in flight per profile. */
   readonly #refilling = new Map<string, number>();
+  readonly #preparing = new Set<Promise<void>>();
   #disposed = false;
 
   constructor(options: WarmPoolOptions) {
@@ -453,13 +454,13 @@ export class WarmPool {
     while (!this.#disposed && inFlight < REFILL_PARALLELISM && queue.length + inFlight < want) {
       inFlight++;
       this.#refilling.set(profile, inFlight);
-      void (async () => {
+      const preparing = (async () => {
         try {
           const zygote = await this.#zygote(profile);
           const standby = await this.#prepare(zygote, this.#options.standbyLimits, true);
           if (this.#disposed) {
             zygote.abort(standby);
-            void standby.run.dispose();
+            await standby.run.dispose();
           } else queue.push(standby);
         } catch {
           // The next run prepares its own; a dead server is restarted then.
@@ -469,6 +470,9 @@ export class WarmPool {
         }
         this.#replenish(profile);
       })();
+      // dispose() waits for these, so that no standby (nor its cgroup) is made after it.
+      this.#preparing.add(preparing);
+      void preparing.finally(() => this.#preparing.delete(preparing));
     }
   }
 
@@ -538,6 +542,7 @@ export class WarmPool {
   /** Stops every fork server (their runs die with them) and removes every standby's cgroup. */
   async dispose(): Promise<void> {
     this.#disposed = true;
+    await Promise.allSettled([...this.#preparing]);
     const standbys = [...this.#standbys.values()].flat();
     this.#standbys.clear();
     for (const standby of standbys) standby.zygote.abort(standby);
