@@ -6,7 +6,7 @@ import { InvalidArgumentError } from "../errors.js";
 import { joinCgroupArgv } from "./cgroups.js";
 import type { CgroupHandle, CgroupManager } from "./cgroups-types.js";
 import type { ResourceLimits } from "./limits.js";
-import { ManagedProcess } from "./managed-process.js";
+import { ManagedProcess, PARENT_PID_ENV } from "./managed-process.js";
 import type { Sandbox, SandboxProcess, SpawnOptions } from "./types.js";
 
 /** What a confined process may see and use, besides its limits. */
@@ -68,9 +68,13 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /**
  * Closes every descriptor above 2, then execs the rest of the argv. bash, because dash cannot
  * name descriptors above 9; the list is read (in a subshell) before anything is closed.
+ * --norc: Debian's bash sources /etc/bash.bashrc and ~/.bashrc when its stdin is a socket (it
+ * takes itself for a remote shell), and a piped stdin is a socketpair, so without it root's
+ * startup files would run in the launcher, as root.
  */
 const CLOSE_INHERITED_FDS = [
   "/bin/bash",
+  "--norc",
   "-c",
   // No redirection on the loop: bash would park the real stderr on a high fd that the loop closes.
   'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; ' +
@@ -257,7 +261,20 @@ export class BwrapSandbox implements Sandbox {
         ? ["--reuid", String(o.hostUid), "--regid", String(o.hostUid), "--clear-groups"]
         : [];
     // pdeathsig is set after the uid change (setpriv orders it so), which would otherwise clear it.
-    const dropPrivileges = [setpriv, ...identity, "--pdeathsig", "KILL", "--"];
+    // A parent that died before setpriv armed it sends nothing, which leaves the sandbox running
+    // with nobody to end it (seen when runcell is SIGKILLed while a kernel starts): a shell
+    // started once the signal is armed compares its parent with the one that spawned the chain.
+    const dropPrivileges = [
+      setpriv,
+      ...identity,
+      "--pdeathsig",
+      "KILL",
+      "--",
+      "/bin/sh",
+      "-c",
+      `[ -z "$${PARENT_PID_ENV}" ] || [ "$PPID" = "$${PARENT_PID_ENV}" ] || exit 125; exec "$@"`,
+      "runcell-parent",
+    ];
     // Join the cgroups first, as root and before anything can fork; then (still as root, in a
     // private mount namespace that only this sandbox sees) bind the workspace onto its staging
     // mount point; then drop privileges.
@@ -320,6 +337,7 @@ export class BwrapSandbox implements Sandbox {
           : LAUNCHER_ENV,
         output: options.output ?? "tail",
         input: options.input,
+        tellParent: true,
         tailBytes: options.stderrTailBytes,
         ...(options.strategy ? { strategy: options.strategy } : {}),
         usage: cgroup ? () => cgroup.stats() : undefined,

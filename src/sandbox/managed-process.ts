@@ -80,6 +80,13 @@ function spawnDirect(options: ManagedSpawnOptions): { started: Promise<number>; 
   };
 }
 
+/**
+ * Set in every managed child's environment: the pid of the process that started it (runcell,
+ * or its spawn helper). A parent-death signal armed after the parent already died never fires,
+ * so a launcher that arms one compares its parent with this afterwards (see bwrap-sandbox.ts).
+ */
+export const PARENT_PID_ENV = "RUNCELL_PARENT_PID";
+
 /** Process groups still alive, killed synchronously if runcell exits without disposing them. */
 const liveGroups = new Set<number>();
 let exitHookInstalled = false;
@@ -127,6 +134,8 @@ export interface ManagedSpawnOptions {
   tailBytes?: number;
   /** Runs in dispose() once the process is gone (e.g. removing its cgroup). */
   onDispose?: () => Promise<void>;
+  /** Set {@link PARENT_PID_ENV} in the process's environment. */
+  tellParent?: boolean;
   /** Overrides the process-wide SpawnStrategy for this process. */
   strategy?: SpawnStrategy;
   /** Reads what the process tree used (from its cgroup); absent when nothing measures it. */
@@ -183,9 +192,14 @@ export class ManagedProcess implements SandboxProcess {
   static async spawn(options: ManagedSpawnOptions): Promise<ManagedProcess> {
     installExitHook();
     const via = (options.strategy ?? strategy) === "helper" ? await sharedHelper() : null;
+    // The pid the child is started by, so that a launcher chain can tell that its parent died
+    // before the parent-death signal was armed (see PARENT_PID_ENV).
+    const env = options.tellParent
+      ? { ...options.env, [PARENT_PID_ENV]: String(via ? via.pid : process.pid) }
+      : options.env;
     const { started, child } = via
-      ? via.spawn({ argv: options.argv, env: options.env, cwd: options.cwd, stdin: options.input === "pipe" })
-      : spawnDirect(options);
+      ? via.spawn({ argv: options.argv, env, cwd: options.cwd, stdin: options.input === "pipe" })
+      : spawnDirect({ ...options, env });
     const proc = new ManagedProcess(child, options);
     // Surface spawn failures (ENOENT…) as an exit the caller can report.
     const pid = await started.catch(() => undefined);

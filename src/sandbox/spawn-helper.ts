@@ -154,6 +154,11 @@ export class SpawnHelper {
     return this.#dead === undefined;
   }
 
+  /** The helper's own pid: the parent of every child it starts. */
+  get pid(): number {
+    return this.#helper.pid ?? -1;
+  }
+
   /** Starts `argv` in a new session; resolves once it runs, rejects when it could not start. */
   spawn(options: SpawnChildOptions): { started: Promise<number>; child: SpawnedChild } {
     const id = this.#nextId++;
