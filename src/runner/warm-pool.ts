@@ -427,11 +427,12 @@ export class WarmPool {
   /** Keeps a finished run's cgroup for the next standby when it can be reused, else removes it. */
   readonly #releaseCgroup = (cgroup: CgroupHandle): Promise<void> => {
     const releasing = (async () => {
-      if (!this.#disposed && this.#spareCgroups.length < MAX_SPARE_CGROUPS && (await cgroup.recycle())) {
-        if (!this.#disposed) {
-          this.#spareCgroups.push(cgroup);
-          return;
-        }
+      const room = () => !this.#disposed && this.#spareCgroups.length < MAX_SPARE_CGROUPS;
+      // Checked again after the recycle: releases that ran side by side would otherwise all
+      // have seen room for themselves and kept more spares than the cap.
+      if (room() && (await cgroup.recycle()) && room()) {
+        this.#spareCgroups.push(cgroup);
+        return;
       }
       await cgroup.dispose();
     })();
