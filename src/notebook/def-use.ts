@@ -20,8 +20,8 @@ const MAX_PENDING_CHARS = 64 << 20;
 const CACHE_ENTRIES = 256;
 const CACHE_CHARS = 8 << 20;
 const STDERR_TAIL_BYTES = 8 * 1024;
-/** How long stdout may take to end once the helper exited. */
-const STDOUT_DRAIN_MS = 1_000;
+/** How long stdout and stderr may take to end once the helper exited (a child could hold them open). */
+const OUTPUT_DRAIN_MS = 2_000;
 /** How long a helper that is told to stop may take before it is killed. */
 const DISPOSE_GRACE_MS = 1_000;
 
@@ -264,20 +264,17 @@ class Helper {
     this.#python = python;
     const stdout = process.stdout!;
     stdout.on("data", (chunk: Buffer) => this.#onData(chunk));
-    // Replies written just before an exit may still be on their way when it is reported.
-    const stdoutEnded = new Promise<void>((resolve) => {
-      stdout.once("end", resolve);
-      stdout.once("close", resolve);
-      stdout.once("error", () => resolve());
-    });
     process.stderr!.on("data", (chunk: Buffer) => this.#stderr.push(chunk));
     process.stderr!.on("error", () => undefined);
+    // Replies and the last words on stderr written just before an exit may still be on their
+    // way when it is reported.
+    const drained = Promise.all([streamEnded(stdout), streamEnded(process.stderr!)]);
     void process.exited.then(async ({ code, signal }) => {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        stdoutEnded,
+        drained,
         new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, STDOUT_DRAIN_MS);
+          timer = setTimeout(resolve, OUTPUT_DRAIN_MS);
         }),
       ]);
       clearTimeout(timer);
@@ -425,4 +422,13 @@ function disposedError(): RuncellError {
 
 function copy(result: Readonly<DefUse>): DefUse {
   return { defines: [...result.defines], uses: [...result.uses], error: result.error };
+}
+
+/** Settles once `stream` has ended, closed or failed. */
+function streamEnded(stream: NodeJS.ReadableStream): Promise<void> {
+  return new Promise<void>((resolve) => {
+    stream.once("end", resolve);
+    stream.once("close", resolve);
+    stream.once("error", () => resolve());
+  });
 }
