@@ -57,9 +57,11 @@ export interface CgroupManager {
    */
   create(name: string, limits: CgroupLimits): Promise<CgroupHandle>;
   /**
-   * Removes the empty groups that runcell processes no longer alive left behind (a process
-   * killed with SIGKILL cannot remove its own). Groups with processes are never touched.
-   * detectCgroups() runs it once. Resolves with how many it removed.
+   * Removes the groups that runcell processes no longer alive left behind (a process killed
+   * with SIGKILL cannot remove its own), SIGKILLing what still runs in them first: a sandbox
+   * caught mid-launch by its runcell's death can outlive it. Groups of live owners and groups
+   * runcell did not make are never touched. detectCgroups() runs it once. Resolves with how
+   * many it removed.
    */
   sweep(): Promise<number>;
 }

@@ -424,7 +424,7 @@ describe("a run's cgroup", () => {
   );
 
   it.skipIf(support.version === "none")(
-    `sweep removes the empty groups of dead owners, and nothing else${support.version === "none" ? " (skipped: no cgroups)" : ""}`,
+    `sweep removes the groups of dead owners, killing what still runs in them, and nothing else${support.version === "none" ? " (skipped: no cgroups)" : ""}`,
     async () => {
       const mine = await create(manager, { memoryBytes: null, pids: null });
       const groupParents = mine.procsFiles.map((file) => dirname(dirname(file)));
@@ -434,21 +434,37 @@ describe("a run's cgroup", () => {
       const dead = gone.pid!;
       const made = (name: string) => groupParents.map((parent) => join(parent, name));
       const stale = made(`sb-stale.p${dead}`);
-      const busy = made(`sb-busy.p${dead}`);
+      // What a sandbox caught mid-launch by its runcell's death leaves: a live process.
+      const orphaned = made(`sb-orphaned.p${dead}`);
+      // A live owner's group, busy: another runcell's run under way.
+      const others = made(`sb-others.p${process.ppid}`);
       const untagged = made("not-runcells");
-      for (const dir of [...stale, ...busy, ...untagged]) mkdirSync(dir);
-      const sleeper = spawn(PYTHON, ["-c", "import time; time.sleep(60)"], { stdio: "ignore" });
-      children.push(sleeper);
-      for (const dir of busy) writeFileSync(join(dir, "cgroup.procs"), String(sleeper.pid));
+      for (const dir of [...stale, ...orphaned, ...others, ...untagged]) mkdirSync(dir);
+      const sleep = () => {
+        const child = spawn(PYTHON, ["-c", "import time; time.sleep(60)"], { stdio: "ignore" });
+        children.push(child);
+        return child;
+      };
+      const [left, running] = [sleep(), sleep()];
+      const leftExit = new Promise<NodeJS.Signals | null>((resolve) =>
+        left.once("exit", (_, signal) => resolve(signal)),
+      );
+      for (const dir of orphaned) writeFileSync(join(dir, "cgroup.procs"), String(left.pid));
+      for (const dir of others) writeFileSync(join(dir, "cgroup.procs"), String(running.pid));
       try {
-        expect(await manager.sweep()).toBe(stale.length);
-        for (const dir of stale) expect(existsSync(dir), dir).toBe(false);
-        for (const dir of [...busy, ...untagged]) expect(existsSync(dir), dir).toBe(true);
+        expect(await manager.sweep()).toBe(stale.length + orphaned.length);
+        expect(await leftExit).toBe("SIGKILL");
+        for (const dir of [...stale, ...orphaned]) expect(existsSync(dir), dir).toBe(false);
+        for (const dir of [...others, ...untagged]) expect(existsSync(dir), dir).toBe(true);
+        expect(running.exitCode).toBeNull();
+        expect(running.signalCode).toBeNull();
         for (const file of mine.procsFiles) expect(existsSync(file)).toBe(true);
       } finally {
-        sleeper.kill("SIGKILL");
-        await new Promise((resolve) => sleeper.once("exit", resolve));
-        for (const dir of [...busy, ...untagged]) {
+        running.kill("SIGKILL");
+        await new Promise((resolve) =>
+          running.exitCode === null ? running.once("exit", resolve) : resolve(null),
+        );
+        for (const dir of [...others, ...untagged]) {
           await eventually(() => {
             try {
               rmdirSync(dir);

@@ -366,11 +366,15 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/** How long sweep() keeps killing and removing one leftover group before it moves on. */
+const SWEEP_GROUP_DEADLINE_MS = 2_000;
+
 /**
- * Removes the empty groups in `parent` whose owning runcell process is gone. A group with
- * processes is never touched (rmdir refuses it). Returns how many were removed.
+ * Removes the groups in `parent` whose owning runcell process is gone, SIGKILLing what is still
+ * in them first (each process of a dead owner's sandbox: they cannot be anyone else's).
+ * Returns how many were removed.
  */
-function sweepParent(parent: string): number {
+async function sweepParent(parent: string): Promise<number> {
   let names: string[];
   try {
     names = readdirSync(parent, { withFileTypes: true })
@@ -383,14 +387,34 @@ function sweepParent(parent: string): number {
   for (const name of names) {
     const owner = ownerOf(name);
     if (owner === null || owner === process.pid || isAlive(owner)) continue;
-    try {
-      rmdirSync(join(parent, name));
-      removed++;
-    } catch {
-      // still has processes, or removed meanwhile by another runcell
+    const dir = join(parent, name);
+    const deadline = Date.now() + SWEEP_GROUP_DEADLINE_MS;
+    // Killed in rounds: a member may fork while the list is read.
+    for (let pids = await leftMembers(dir); pids.length > 0 && Date.now() < deadline;) {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone meanwhile
+        }
+      }
+      await delay(10);
+      pids = await leftMembers(dir);
     }
+    // Another runcell sweeping too may have removed it meanwhile (removeDir counts that as gone).
+    if (await removeDir(dir, Math.max(0, deadline - Date.now()))) removed++;
   }
   return removed;
+}
+
+/** The pids in a group directory (never runcell itself); none once it is gone. */
+async function leftMembers(dir: string): Promise<number[]> {
+  const text = await readText(join(dir, "cgroup.procs"));
+  if (text === null) return [];
+  return text
+    .split("\n")
+    .map(Number)
+    .filter((pid) => Number.isInteger(pid) && pid > 1 && pid !== process.pid);
 }
 
 function validateName(name: string, what: string): void {
@@ -844,7 +868,8 @@ class V1Manager implements CgroupManager {
 
   async sweep(): Promise<number> {
     let removed = 0;
-    for (const hierarchy of this.hierarchies) removed += sweepParent(join(hierarchy.own, this.parentName));
+    for (const hierarchy of this.hierarchies)
+      removed += await sweepParent(join(hierarchy.own, this.parentName));
     return removed;
   }
 
