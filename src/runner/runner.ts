@@ -66,8 +66,13 @@ export interface RunnerOptions {
   maxFilesBytes?: number;
 }
 
-/** A request checked and resolved: what runOnce needs before it spawns anything. */
-interface PreparedRun {
+/**
+ * A one-shot request checked and resolved by {@link Runner.prepare}: what runOnce needs before it
+ * spawns anything. Hand it to the same runner's runOnce.
+ */
+export interface PreparedRun {
+  readonly runner: Runner;
+  readonly options: RunOnceOptions;
   language: Language;
   limits: ResourceLimits;
   files: ReturnType<typeof validateFiles>;
@@ -106,15 +111,12 @@ export class Runner {
   }
 
   /**
-   * Checks a request without running it: throws the InvalidArgumentError runOnce would
-   * (unknown language or profile, limits over the ceilings, code or files too large). Cheap
-   * and synchronous, so a server can refuse a bad request before it waits for a run slot.
+   * Checks and resolves a request without running it: throws the InvalidArgumentError runOnce
+   * would (unknown language or profile, limits over the ceilings, code or files too large).
+   * Cheap and synchronous, so a server can refuse a bad request before it waits for a run slot,
+   * then pass the result to runOnce without checking it again.
    */
-  validate(options: RunOnceOptions): void {
-    this.#prepare(options);
-  }
-
-  #prepare(options: RunOnceOptions): PreparedRun {
+  prepare(options: RunOnceOptions): PreparedRun {
     const language = parseLanguage(options.language);
     const limits = resolveLimits(
       options.limits,
@@ -144,11 +146,28 @@ export class Runner {
           : "profiles apply to python runs without network, workspace or input files, on a runner with warm interpreters",
       );
     }
-    return { language, limits, files, spec, warm, profile: options.profile ?? "default" };
+    return {
+      runner: this,
+      options,
+      language,
+      limits,
+      files,
+      spec,
+      warm,
+      profile: options.profile ?? "default",
+    };
   }
 
-  async runOnce(options: RunOnceOptions): Promise<Execution> {
-    const { language, limits, files, spec, warm, profile } = this.#prepare(options);
+  /** Runs a request, or one this runner prepared (see prepare). */
+  async runOnce(request: RunOnceOptions | PreparedRun): Promise<Execution> {
+    // Another runner's preparation is redone against this runner's ceilings and pool.
+    const prepared =
+      "runner" in request
+        ? request.runner === this
+          ? request
+          : this.prepare(request.options)
+        : this.prepare(request);
+    const { options, language, limits, files, spec, warm, profile } = prepared;
     const record = newExecution({
       language,
       code: options.code,

@@ -352,9 +352,8 @@ export class WarmPool {
   readonly #releasing = new Set<Promise<void>>();
   /** Emptied cgroups with the standby limits, ready for the next standbys. */
   readonly #spareCgroups: CgroupHandle[] = [];
-  /** Standby preparations in flight per profile. */
-  readonly #refilling = new Map<string, number>();
-  readonly #preparing = new Set<Promise<void>>();
+  /** Standby preparations in flight per profile; dispose() waits for them. */
+  readonly #preparing = new Map<string, Set<Promise<void>>>();
   #disposed = false;
 
   constructor(options: WarmPoolOptions) {
@@ -451,29 +450,32 @@ export class WarmPool {
     const queue = this.#standbys.get(profile) ?? [];
     this.#standbys.set(profile, queue);
     const want = this.#options.standbys ?? 4;
-    let inFlight = this.#refilling.get(profile) ?? 0;
-    while (!this.#disposed && inFlight < REFILL_PARALLELISM && queue.length + inFlight < want) {
-      inFlight++;
-      this.#refilling.set(profile, inFlight);
-      const preparing = (async () => {
-        try {
-          const zygote = await this.#zygote(profile);
-          const standby = await this.#prepare(zygote, this.#options.standbyLimits, true);
-          if (this.#disposed) {
-            zygote.abort(standby);
-            await standby.run.dispose();
-          } else queue.push(standby);
-        } catch {
-          // The next run prepares its own; a dead server is restarted then.
-          return;
-        } finally {
-          this.#refilling.set(profile, (this.#refilling.get(profile) ?? 1) - 1);
-        }
-        this.#replenish(profile);
-      })();
+    const inFlight = this.#preparing.get(profile) ?? new Set<Promise<void>>();
+    this.#preparing.set(profile, inFlight);
+    while (!this.#disposed && inFlight.size < REFILL_PARALLELISM && queue.length + inFlight.size < want) {
+      const preparing: Promise<void> = this.#addStandby(profile, queue).then((added) => {
+        // Out of the count before the refill, which counts what is in flight.
+        inFlight.delete(preparing);
+        // After a failure the next run prepares its own; a dead server is restarted then.
+        if (added) this.#replenish(profile);
+      });
       // dispose() waits for these, so that no standby (nor its cgroup) is made after it.
-      this.#preparing.add(preparing);
-      void preparing.finally(() => this.#preparing.delete(preparing));
+      inFlight.add(preparing);
+    }
+  }
+
+  /** Prepares one standby onto `queue`; false when it could not be made. */
+  async #addStandby(profile: string, queue: Standby[]): Promise<boolean> {
+    try {
+      const zygote = await this.#zygote(profile);
+      const standby = await this.#prepare(zygote, this.#options.standbyLimits, true);
+      if (this.#disposed) {
+        zygote.abort(standby);
+        await standby.run.dispose();
+      } else queue.push(standby);
+      return true;
+    } catch {
+      return false;
     }
   }
 
@@ -543,7 +545,7 @@ export class WarmPool {
   /** Stops every fork server (their runs die with them) and removes every standby's cgroup. */
   async dispose(): Promise<void> {
     this.#disposed = true;
-    await Promise.allSettled([...this.#preparing]);
+    await Promise.allSettled([...this.#preparing.values()].flatMap((inFlight) => [...inFlight]));
     const standbys = [...this.#standbys.values()].flat();
     this.#standbys.clear();
     for (const standby of standbys) standby.zygote.abort(standby);

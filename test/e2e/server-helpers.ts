@@ -90,6 +90,16 @@ const LISTEN_TIMEOUT_MS = 45_000;
 /** How long a stopped server's processes may take to disappear (kills and reaping are async). */
 const REAP_TIMEOUT_MS = 15_000;
 
+/** Python that prints `connected` when it can open a TCP connection out, `blocked <error>` otherwise. */
+export const NETWORK_PROBE = [
+  "import socket",
+  "try:",
+  "    socket.create_connection(('1.1.1.1', 53), timeout=5)",
+  "    print('connected')",
+  "except OSError as error:",
+  "    print('blocked', type(error).__name__)",
+].join("\n");
+
 /** Starts `runcell serve` on a free loopback port and creates the users' tokens. */
 export async function startServer(options: ServerOptions = {}): Promise<Server> {
   const root = options.reuse?.root ?? mkdtempSync(join(tmpdir(), "runcell-e2e-server-"));

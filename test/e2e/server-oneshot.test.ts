@@ -11,6 +11,7 @@ import {
   request,
   type Server,
   startServer,
+  NETWORK_PROBE,
 } from "./server-helpers.js";
 
 let server: Server;
@@ -153,14 +154,7 @@ describe("POST /api/v1/execute", () => {
 
   it("blocks the network unless asked", async () => {
     const record = await run({
-      code: [
-        "import socket",
-        "try:",
-        "    socket.create_connection(('1.1.1.1', 53), timeout=5)",
-        "    print('connected')",
-        "except OSError as error:",
-        "    print('blocked', type(error).__name__)",
-      ].join("\n"),
+      code: NETWORK_PROBE,
     });
     expect(record.stdout, describeExecution(record)).toMatch(/^blocked /);
     expect(record.limits.network).toBe(false);

@@ -22,6 +22,7 @@ import {
   startServer,
   waitForPoolReady,
   waitForSession,
+  NETWORK_PROBE,
 } from "./server-helpers.js";
 
 let server: Server;
@@ -339,14 +340,6 @@ describe("workspace modes", () => {
 
   const writeProbe =
     "open('/workspace/probe.txt', 'w').write('written')\nprint(open('/workspace/probe.txt').read())";
-  const networkProbe = [
-    "import socket",
-    "try:",
-    "    socket.create_connection(('1.1.1.1', 53), timeout=5)",
-    "    print('connected')",
-    "except OSError as error:",
-    "    print('blocked', type(error).__name__)",
-  ].join("\n");
 
   it("write_access can write /workspace", async () => {
     expect(writable.mode).toBe("write_access");
@@ -365,14 +358,14 @@ describe("workspace modes", () => {
     expect(write.status, describeExecution(write)).toBe("failed");
     expect(write.error!.name).toMatch(/OSError|PermissionError/);
     expect(write.error!.value).toMatch(/Read-only file system|Permission denied/);
-    const network = await execute(server, alice, readOnly.id, networkProbe);
+    const network = await execute(server, alice, readOnly.id, NETWORK_PROBE);
     expect(network.status, describeExecution(network)).toBe("completed");
     expect(network.stdout).toMatch(/^blocked /);
   });
 
   it("write_access has no network unless asked", async () => {
     expect(writable.network).toBe(false);
-    const network = await execute(server, alice, writable.id, networkProbe);
+    const network = await execute(server, alice, writable.id, NETWORK_PROBE);
     expect(network.stdout, describeExecution(network)).toMatch(/^blocked /);
   });
 

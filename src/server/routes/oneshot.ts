@@ -44,11 +44,11 @@ export function oneshotRoutes(deps: ServerDeps): RouteSpec[] {
           profile: input.profile,
         };
         // A request that can never run is refused now, not after waiting in line for a slot.
-        deps.runner.validate(run);
+        const prepared = deps.runner.prepare(run);
         const release = await deps.oneshotSlots.acquire();
         let execution: Execution;
         try {
-          execution = await deps.runner.runOnce(run);
+          execution = await deps.runner.runOnce(prepared);
         } finally {
           release();
         }
