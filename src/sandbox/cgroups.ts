@@ -390,7 +390,8 @@ async function sweepParent(parent: string): Promise<number> {
     const dir = join(parent, name);
     const deadline = Date.now() + SWEEP_GROUP_DEADLINE_MS;
     // Killed in rounds: a member may fork while the list is read.
-    for (let pids = await leftMembers(dir); pids.length > 0 && Date.now() < deadline;) {
+    const procs = [join(dir, "cgroup.procs")];
+    for (let pids = await membersOf(procs); pids.length > 0 && Date.now() < deadline;) {
       for (const pid of pids) {
         try {
           process.kill(pid, "SIGKILL");
@@ -399,7 +400,7 @@ async function sweepParent(parent: string): Promise<number> {
         }
       }
       await delay(10);
-      pids = await leftMembers(dir);
+      pids = await membersOf(procs);
     }
     // Another runcell sweeping too may have removed it meanwhile (removeDir counts that as gone).
     if (await removeDir(dir, Math.max(0, deadline - Date.now()))) removed++;
@@ -407,14 +408,18 @@ async function sweepParent(parent: string): Promise<number> {
   return removed;
 }
 
-/** The pids in a group directory (never runcell itself); none once it is gone. */
-async function leftMembers(dir: string): Promise<number[]> {
-  const text = await readText(join(dir, "cgroup.procs"));
-  if (text === null) return [];
-  return text
-    .split("\n")
-    .map(Number)
-    .filter((pid) => Number.isInteger(pid) && pid > 1 && pid !== process.pid);
+/** The pids listed in `cgroup.procs` files (never runcell itself); none for files that are gone. */
+async function membersOf(procsFiles: readonly string[]): Promise<number[]> {
+  const pids = new Set<number>();
+  for (const file of procsFiles) {
+    const text = await readText(file);
+    if (text === null) continue;
+    for (const line of text.split("\n")) {
+      const pid = Number(line);
+      if (Number.isInteger(pid) && pid > 1 && pid !== process.pid) pids.add(pid);
+    }
+  }
+  return [...pids];
 }
 
 function validateName(name: string, what: string): void {
@@ -547,16 +552,7 @@ abstract class Group implements CgroupHandle {
 
   /** The pids in the group (any of its hierarchies), never including runcell itself. */
   async members(hierarchies = this.procsFiles.length): Promise<number[]> {
-    const pids = new Set<number>();
-    for (const file of this.procsFiles.slice(0, hierarchies)) {
-      const text = await readText(file);
-      if (text === null) continue;
-      for (const line of text.split("\n")) {
-        const pid = Number(line);
-        if (Number.isInteger(pid) && pid > 1 && pid !== process.pid) pids.add(pid);
-      }
-    }
-    return [...pids];
+    return membersOf(this.procsFiles.slice(0, hierarchies));
   }
 
   /**
